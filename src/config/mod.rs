@@ -188,6 +188,12 @@ fn default_batch_rows() -> usize {
 pub enum StageConfig {
     /// Row hygiene: rejects rows with null, empty or oversized values in named columns.
     Clean(CleanStageConfig),
+    /// Augmented views of records (text, image and vector ops), K views per record.
+    Augment(crate::stages::augment::AugmentStageConfig),
+    /// Embeddings from an ONNX model (text, image or vector input).
+    Embed(crate::stages::embed::EmbedStageConfig),
+    /// Pairs, triplets and n-tuples: class-balanced sampling and hard-negative mining.
+    Mine(crate::stages::mine::MineStageConfig),
 }
 
 /// `type: clean` — checks and tidies text rows before they reach expensive stages.
@@ -241,6 +247,8 @@ fn default_true() -> bool {
 pub enum SinkConfig {
     /// Rolling Parquet shards plus `manifest.json`.
     ParquetShards(ParquetShardsSinkConfig),
+    /// An Arrow Flight server that serves training batches to trainer processes.
+    Flight(crate::sinks::flight::FlightSinkConfig),
 }
 
 /// Parquet compression codec.
@@ -332,9 +340,13 @@ tagged_config!(SourceConfig, "source" {
 });
 tagged_config!(StageConfig, "stage" {
     "clean" => Clean(CleanStageConfig),
+    "augment" => Augment(crate::stages::augment::AugmentStageConfig),
+    "embed" => Embed(crate::stages::embed::EmbedStageConfig),
+    "mine" => Mine(crate::stages::mine::MineStageConfig),
 });
 tagged_config!(SinkConfig, "sink" {
     "parquet_shards" => ParquetShards(ParquetShardsSinkConfig),
+    "flight" => Flight(crate::sinks::flight::FlightSinkConfig),
 });
 
 fn component_type<'a>(
@@ -383,6 +395,9 @@ impl StageConfig {
     pub fn inputs(&self) -> &[String] {
         match self {
             StageConfig::Clean(c) => &c.inputs,
+            StageConfig::Augment(c) => &c.inputs,
+            StageConfig::Embed(c) => &c.inputs,
+            StageConfig::Mine(c) => &c.inputs,
         }
     }
 }
@@ -392,6 +407,7 @@ impl SinkConfig {
     pub fn inputs(&self) -> &[String] {
         match self {
             SinkConfig::ParquetShards(c) => &c.inputs,
+            SinkConfig::Flight(c) => &c.inputs,
         }
     }
 }

@@ -57,6 +57,9 @@ pub struct Ctx {
     pub config_hash: Arc<str>,
     /// Replace non-empty output directories.
     pub overwrite: bool,
+    /// Per component, the output directories of the `parquet_shards` sinks downstream of it,
+    /// in name order: where stages write their reports (e.g. `mining_report.json`).
+    pub output_dirs: Arc<HashMap<String, Vec<PathBuf>>>,
 }
 
 /// Levels of a shutdown request.
@@ -254,6 +257,7 @@ impl Pipeline {
             quarantine: Arc::new(Quarantine::new(quarantine_dir)),
             config_hash: Arc::from(self.loaded.config_hash.as_str()),
             overwrite: opts.overwrite,
+            output_dirs: Arc::new(self.output_dirs(&opts)),
         };
 
         // Sinks check and prepare their output directories before anything runs.
@@ -412,6 +416,30 @@ impl Pipeline {
             quarantine: (rows_quarantined > 0).then(|| ctx.quarantine.dir().display().to_string()),
             config_hash: self.loaded.config_hash.clone(),
         })
+    }
+
+    fn output_dirs(&self, opts: &RunOptions) -> HashMap<String, Vec<PathBuf>> {
+        let cfg = &self.loaded.config;
+        let mut out = HashMap::new();
+        for (_, name) in &self.plan.order {
+            let mut dirs = Vec::new();
+            let mut stack = vec![name.clone()];
+            let mut seen = std::collections::HashSet::new();
+            while let Some(n) = stack.pop() {
+                if !seen.insert(n.clone()) {
+                    continue;
+                }
+                if let Some(SinkConfig::ParquetShards(p)) = cfg.sinks.get(&n)
+                    && !opts.sinks.contains_key(&n)
+                {
+                    dirs.push(p.path.clone());
+                }
+                stack.extend(self.plan.consumers.get(&n).into_iter().flatten().cloned());
+            }
+            dirs.sort();
+            out.insert(name.clone(), dirs);
+        }
+        out
     }
 
     fn capacity(&self, section: Section, name: &str) -> usize {

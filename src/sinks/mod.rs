@@ -1,5 +1,6 @@
 //! Sinks: where results leave a pipeline.
 
+pub mod flight;
 pub mod manifest;
 pub mod parquet_shards;
 
@@ -22,6 +23,7 @@ use crate::stream::BatchStream;
 pub fn check(cfg: &SinkConfig, input: &SchemaRef) -> std::result::Result<(), Vec<PlanProblem>> {
     match cfg {
         SinkConfig::ParquetShards(c) => parquet_shards::check(c, input),
+        SinkConfig::Flight(c) => flight::check(c, input),
     }
 }
 
@@ -30,6 +32,8 @@ pub fn check(cfg: &SinkConfig, input: &SchemaRef) -> std::result::Result<(), Vec
 pub enum Prepared {
     /// A prepared `parquet_shards` sink.
     ParquetShards(parquet_shards::Prepared),
+    /// A prepared `flight` sink.
+    Flight(flight::Prepared),
 }
 
 /// Checks and prepares a sink's output before anything runs (refuses a non-empty directory
@@ -42,6 +46,7 @@ pub fn prepare(cfg: &SinkConfig, ctx: &Ctx) -> Result<Prepared> {
         SinkConfig::ParquetShards(c) => {
             parquet_shards::prepare(c, ctx).map(Prepared::ParquetShards)
         }
+        SinkConfig::Flight(c) => flight::prepare(c, ctx).map(Prepared::Flight),
     }
 }
 
@@ -54,5 +59,6 @@ pub fn run(
 ) -> BoxFuture<'static, Result<()>> {
     match p {
         Prepared::ParquetShards(p) => Box::pin(parquet_shards::run(p, input, ctx, metrics)),
+        Prepared::Flight(p) => Box::pin(flight::run(p, input, ctx, metrics)),
     }
 }

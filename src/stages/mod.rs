@@ -3,7 +3,10 @@
 //! A *function* stage (like `clean`) is stateless per batch and runs on the shared
 //! [`WorkerPool`](crate::runtime::pool::WorkerPool), keeping input order unless `ordered: false`.
 
+pub mod augment;
 pub mod clean;
+pub mod embed;
+pub mod mine;
 
 use std::sync::Arc;
 
@@ -26,6 +29,9 @@ pub fn output_schema(
 ) -> std::result::Result<SchemaRef, Vec<PlanProblem>> {
     match cfg {
         StageConfig::Clean(c) => clean::output_schema(c, input),
+        StageConfig::Augment(c) => augment::output_schema(c, input),
+        StageConfig::Embed(c) => embed::output_schema(c, input),
+        StageConfig::Mine(c) => mine::output_schema(c, input),
     }
 }
 
@@ -42,6 +48,9 @@ pub fn build(
 ) -> Result<BatchStream> {
     match cfg {
         StageConfig::Clean(c) => clean::build(name, c, input, ctx, metrics),
+        StageConfig::Augment(c) => augment::build(name, c, input, ctx, metrics),
+        StageConfig::Embed(c) => embed::build(name, c, input, ctx, metrics),
+        StageConfig::Mine(c) => mine::build(name, c, input, ctx, metrics),
     }
 }
 
@@ -49,6 +58,9 @@ pub fn build(
 pub fn buffer(cfg: &StageConfig) -> Option<usize> {
     match cfg {
         StageConfig::Clean(c) => c.buffer,
+        StageConfig::Augment(c) => c.buffer,
+        StageConfig::Embed(c) => c.buffer,
+        StageConfig::Mine(c) => c.buffer,
     }
 }
 
