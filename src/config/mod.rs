@@ -460,6 +460,11 @@ pub struct LoadedConfig {
     pub root: Node,
     /// sha256 (hex) of the resolved configuration as canonical JSON.
     pub config_hash: String,
+    /// Problems found while parsing components; [`validate::validate`] reports them together
+    /// with its own, so that one run shows every problem.
+    pub problems: Vec<Problem>,
+    /// Components that failed to parse: their section, name and (when readable) `inputs`.
+    pub broken: Vec<(Section, String, Vec<String>)>,
 }
 
 impl LoadedConfig {
@@ -507,8 +512,26 @@ impl LoadedConfig {
 /// [`Error::Io`] when the file cannot be read; [`Error::Config`] listing every problem found
 /// (syntax, unknown keys, wrong types, undefined variables, bad overrides), each located.
 pub fn load(path: &Path, overrides: &[String]) -> Result<LoadedConfig> {
+    strict(load_partial(path, overrides)?)
+}
+
+/// Like [`load`], but component-level problems are kept in [`LoadedConfig::problems`] instead
+/// of failing, so that validation can add its own and report them all at once.
+///
+/// # Errors
+/// [`Error::Io`]; [`Error::Config`] for problems that leave no usable document (syntax,
+/// undefined variables, bad overrides, unknown top-level keys).
+pub fn load_partial(path: &Path, overrides: &[String]) -> Result<LoadedConfig> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io("reading", path, e))?;
-    load_str(&text, Some(path), overrides)
+    load_str_partial(&text, Some(path), overrides)
+}
+
+fn strict(l: LoadedConfig) -> Result<LoadedConfig> {
+    if l.problems.is_empty() {
+        Ok(l)
+    } else {
+        Err(Error::Config(l.problems))
+    }
 }
 
 /// Like [`load`], from text in memory; `file` only labels problems.
@@ -516,6 +539,18 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<LoadedConfig> {
 /// # Errors
 /// As [`load`].
 pub fn load_str(text: &str, file: Option<&Path>, overrides: &[String]) -> Result<LoadedConfig> {
+    strict(load_str_partial(text, file, overrides)?)
+}
+
+/// Like [`load_partial`], from text in memory.
+///
+/// # Errors
+/// As [`load_partial`].
+pub fn load_str_partial(
+    text: &str,
+    file: Option<&Path>,
+    overrides: &[String],
+) -> Result<LoadedConfig> {
     let file = file.map(Path::to_path_buf);
     let mk = |e: NodeError, component: Option<String>| Problem {
         severity: Severity::Error,
@@ -553,6 +588,8 @@ pub fn load_str(text: &str, file: Option<&Path>, overrides: &[String]) -> Result
         ));
         return Err(Error::Config(problems));
     };
+    let mut component_problems: Vec<Problem> = Vec::new();
+    let mut broken: Vec<(Section, String, Vec<String>)> = Vec::new();
     const TOP: &[&str] = &["version", "seed", "runtime", "sources", "stages", "sinks"];
     let mut saw_version = false;
     for (key, node) in entries {
@@ -569,7 +606,8 @@ pub fn load_str(text: &str, file: Option<&Path>, overrides: &[String]) -> Result
                     Section::Sources,
                     &mut config.sources,
                     SourceConfig::from_node,
-                    &mut problems,
+                    &mut component_problems,
+                    &mut broken,
                     &mk,
                 );
                 Ok(())
@@ -580,7 +618,8 @@ pub fn load_str(text: &str, file: Option<&Path>, overrides: &[String]) -> Result
                     Section::Stages,
                     &mut config.stages,
                     StageConfig::from_node,
-                    &mut problems,
+                    &mut component_problems,
+                    &mut broken,
                     &mk,
                 );
                 Ok(())
@@ -591,7 +630,8 @@ pub fn load_str(text: &str, file: Option<&Path>, overrides: &[String]) -> Result
                     Section::Sinks,
                     &mut config.sinks,
                     SinkConfig::from_node,
-                    &mut problems,
+                    &mut component_problems,
+                    &mut broken,
                     &mk,
                 );
                 Ok(())
@@ -634,6 +674,7 @@ pub fn load_str(text: &str, file: Option<&Path>, overrides: &[String]) -> Result
         ));
     }
     if !problems.is_empty() {
+        problems.extend(component_problems);
         return Err(Error::Config(problems));
     }
     let canonical = serde_json::to_vec(&root.to_json()).expect("JSON of a YAML tree");
@@ -643,6 +684,8 @@ pub fn load_str(text: &str, file: Option<&Path>, overrides: &[String]) -> Result
         file,
         root,
         config_hash,
+        problems: component_problems,
+        broken,
     })
 }
 
@@ -652,6 +695,7 @@ fn parse_section<T>(
     out: &mut BTreeMap<String, T>,
     parse: fn(&Node) -> std::result::Result<T, NodeError>,
     problems: &mut Vec<Problem>,
+    broken: &mut Vec<(Section, String, Vec<String>)>,
     mk: &dyn Fn(NodeError, Option<String>) -> Problem,
 ) {
     match &node.value {
@@ -662,13 +706,20 @@ fn parse_section<T>(
                     Ok(c) => {
                         out.insert(key.name.clone(), c);
                     }
-                    Err(e) => problems.push(mk(
-                        NodeError {
-                            message: e.message,
-                            loc: e.loc.or_else(|| key.loc.clone()),
-                        },
-                        Some(format!("{} `{}`", section.noun(), key.name)),
-                    )),
+                    Err(e) => {
+                        problems.push(mk(
+                            NodeError {
+                                message: e.message,
+                                loc: e.loc.or_else(|| key.loc.clone()),
+                            },
+                            Some(format!("{} `{}`", section.noun(), key.name)),
+                        ));
+                        let inputs = body
+                            .get("inputs")
+                            .and_then(|n| yaml::from_node::<Vec<String>>(n).ok())
+                            .unwrap_or_default();
+                        broken.push((section, key.name.clone(), inputs));
+                    }
                 }
             }
         }

@@ -85,7 +85,12 @@ pub struct Plan {
 /// [`Error::Config`] with every problem found.
 pub fn validate(loaded: &LoadedConfig) -> Result<Plan> {
     let cfg = &loaded.config;
-    let mut problems: Vec<Problem> = Vec::new();
+    let mut problems: Vec<Problem> = loaded.problems.clone();
+    let broken: BTreeMap<&str, (Section, &[String])> = loaded
+        .broken
+        .iter()
+        .map(|(s, n, i)| (n.as_str(), (*s, i.as_slice())))
+        .collect();
     let mut warnings: Vec<Problem> = Vec::new();
     let label = |s: Section, n: &str| Some(format!("{} `{n}`", s.noun()));
 
@@ -102,14 +107,18 @@ pub fn validate(loaded: &LoadedConfig) -> Result<Plan> {
             ));
         }
     }
-    if cfg.sinks.is_empty() {
+    for (name, (section, _)) in &broken {
+        section_of.entry(name).or_insert(*section);
+    }
+    let has = |section: Section| broken.values().any(|(s, _)| *s == section);
+    if cfg.sinks.is_empty() && !has(Section::Sinks) {
         problems.push(loaded.problem_at(
             &["sinks"],
             None,
             "the pipeline has no sink: add one under `sinks:`".into(),
         ));
     }
-    if cfg.sources.is_empty() {
+    if cfg.sources.is_empty() && !has(Section::Sources) {
         problems.push(loaded.problem_at(
             &["sources"],
             None,
@@ -125,29 +134,50 @@ pub fn validate(loaded: &LoadedConfig) -> Result<Plan> {
     }
 
     // Inputs exist and are producers.
-    let producers: Vec<&str> = cfg
+    let mut producers: Vec<&str> = cfg
         .sources
         .keys()
         .chain(cfg.stages.keys())
         .map(String::as_str)
         .collect();
+    producers.extend(
+        broken
+            .iter()
+            .filter(|(_, (s, _))| *s != Section::Sinks)
+            .map(|(n, _)| *n),
+    );
+    producers.sort_unstable();
+    // Components reading (directly or not) from a component that failed to parse: their
+    // schemas cannot be checked.
+    let mut tainted: BTreeSet<String> = BTreeSet::new();
     let mut inputs_of: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    let consumers_with_inputs = cfg
+    let consumers_with_inputs: Vec<(Section, &String, &[String], bool)> = cfg
         .stages
         .iter()
-        .map(|(n, s)| (Section::Stages, n, s.inputs()))
+        .map(|(n, s)| (Section::Stages, n, s.inputs(), false))
         .chain(
             cfg.sinks
                 .iter()
-                .map(|(n, s)| (Section::Sinks, n, s.inputs())),
-        );
-    for (section, name, inputs) in consumers_with_inputs {
+                .map(|(n, s)| (Section::Sinks, n, s.inputs(), false)),
+        )
+        .chain(
+            loaded
+                .broken
+                .iter()
+                .filter(|(s, _, _)| *s != Section::Sources)
+                .map(|(s, n, i)| (*s, n, i.as_slice(), true)),
+        )
+        .collect();
+    for (section, name, inputs, is_broken) in consumers_with_inputs {
         if inputs.is_empty() {
-            problems.push(loaded.problem_at(
-                &[section.key(), name, "inputs"],
-                label(section, name),
-                "`inputs` is empty: name at least one source or stage".into(),
-            ));
+            if !is_broken {
+                problems.push(loaded.problem_at(
+                    &[section.key(), name, "inputs"],
+                    label(section, name),
+                    "`inputs` is empty: name at least one source or stage".into(),
+                ));
+            }
+            continue;
         }
         let mut ok = Vec::new();
         for (i, input) in inputs.iter().enumerate() {
@@ -182,11 +212,15 @@ pub fn validate(loaded: &LoadedConfig) -> Result<Plan> {
                     label(section, name),
                     format!("input `{input}` is listed twice"),
                 ));
+            } else if broken.contains_key(input.as_str()) {
+                tainted.insert(name.clone());
             } else {
                 ok.push(input.as_str());
             }
         }
-        inputs_of.insert(name.as_str(), ok);
+        if !is_broken {
+            inputs_of.insert(name.as_str(), ok);
+        }
     }
 
     // Consumers per producer; producers that feed nothing are worth a warning.
@@ -200,7 +234,10 @@ pub fn validate(loaded: &LoadedConfig) -> Result<Plan> {
         }
     }
     for p in &producers {
-        if !consumers.contains_key(*p) {
+        if !consumers.contains_key(*p)
+            && !broken.contains_key(p)
+            && !broken_consumers_read(p, &loaded.broken)
+        {
             let section = section_of[p];
             let mut w = loaded.problem_at(
                 &[section.key(), p],
@@ -304,11 +341,15 @@ pub fn validate(loaded: &LoadedConfig) -> Result<Plan> {
             let Some(inputs) = inputs_of.get(name.as_str()) else {
                 continue;
             };
+            if tainted.contains(name) || inputs.iter().any(|i| tainted.contains(*i)) {
+                tainted.insert(name.clone());
+                continue;
+            }
             let in_schemas: Vec<(&str, &SchemaRef)> = inputs
                 .iter()
                 .filter_map(|i| schemas.get(*i).map(|s| (*i, s)))
                 .collect();
-            if in_schemas.len() < inputs.len() {
+            if in_schemas.len() < inputs.len() || in_schemas.is_empty() {
                 continue; // an upstream problem was already reported
             }
             let first = in_schemas[0].1.clone();
@@ -353,6 +394,11 @@ pub fn validate(loaded: &LoadedConfig) -> Result<Plan> {
         }
     }
 
+    problems.sort_by_key(|p| match &p.loc {
+        Some(Loc::File { line, column }) => (0, *line, *column),
+        Some(Loc::Set(_)) => (1, 0, 0),
+        None => (2, 0, 0),
+    });
     if problems.is_empty() {
         Ok(Plan {
             order,
@@ -364,6 +410,12 @@ pub fn validate(loaded: &LoadedConfig) -> Result<Plan> {
     } else {
         Err(Error::Config(problems))
     }
+}
+
+fn broken_consumers_read(name: &str, broken: &[(Section, String, Vec<String>)]) -> bool {
+    broken
+        .iter()
+        .any(|(_, _, inputs)| inputs.iter().any(|i| i == name))
 }
 
 fn ancestors_of<'a>(

@@ -167,7 +167,7 @@ impl Pipeline {
     /// # Errors
     /// [`Error::Config`] listing every problem, or [`Error::Io`] when the file is unreadable.
     pub fn load(path: &std::path::Path, overrides: &[String]) -> Result<Pipeline> {
-        Self::from_loaded(config::load(path, overrides)?)
+        Self::from_loaded(config::load_partial(path, overrides)?)
     }
 
     /// Like [`Pipeline::load`], from YAML text.
@@ -175,7 +175,7 @@ impl Pipeline {
     /// # Errors
     /// As [`Pipeline::load`].
     pub fn from_yaml(text: &str, overrides: &[String]) -> Result<Pipeline> {
-        Self::from_loaded(config::load_str(text, None, overrides)?)
+        Self::from_loaded(config::load_str_partial(text, None, overrides)?)
     }
 
     /// Validates an already loaded configuration.
@@ -361,9 +361,11 @@ impl Pipeline {
                 }
             };
             let name = name.clone();
-            let h = spawn::spawn(fut);
-            handles.push(name.clone());
-            tasks.push(async move { (name, h.join().await) });
+            let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+            handles.push(spawn::spawn(async move {
+                let _ = done_tx.send(fut.await);
+            }));
+            tasks.push(async move { (name, done_rx.await.ok()) });
         }
 
         let progress = progress::start(opts.progress, all_metrics.clone(), started);
@@ -375,7 +377,7 @@ impl Pipeline {
                 biased;
                 _ = abort_signal.aborting() => {
                     ctx.failed.store(true, Ordering::SeqCst);
-                    drop(tasks);
+                    stop_all(handles).await;
                     progress.finish();
                     return Err(Error::Interrupted);
                 }
@@ -399,10 +401,12 @@ impl Pipeline {
         }
         if let Some(e) = first_error.or(secondary) {
             ctx.failed.store(true, Ordering::SeqCst);
-            drop(tasks); // aborts every remaining task
+            drop(tasks);
+            stop_all(handles).await;
             progress.finish();
             return Err(e);
         }
+        stop_all(handles).await;
         progress.finish();
         ctx.quarantine.flush()?;
         let elapsed = started.elapsed().as_secs_f64();
@@ -453,6 +457,14 @@ impl Pipeline {
             Section::Sinks => None,
         };
         own.unwrap_or(cfg.runtime.channel_capacity)
+    }
+}
+
+/// Aborts every task and waits until each has been dropped, so that nothing of the run is left
+/// behind when `run` returns.
+async fn stop_all(handles: Vec<spawn::TaskHandle<()>>) {
+    for h in handles {
+        h.abort_and_wait().await;
     }
 }
 

@@ -26,9 +26,23 @@ pub const POOL_QUEUE_CAPACITY: usize = 4096;
 /// A fixed pool of worker threads fed by a bounded crossbeam channel.
 #[derive(Debug)]
 pub struct WorkerPool {
-    tx: crossbeam_channel::Sender<Job>,
+    tx: Option<crossbeam_channel::Sender<Job>>,
     threads: usize,
     reserved: std::sync::atomic::AtomicUsize,
+    handles: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for WorkerPool {
+    /// Closes the queue and waits for the workers, which finish the job in hand and exit.
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        let me = std::thread::current().id();
+        for h in self.handles.drain(..) {
+            if h.thread().id() != me {
+                let _ = h.join();
+            }
+        }
+    }
 }
 
 impl WorkerPool {
@@ -36,18 +50,21 @@ impl WorkerPool {
     pub fn new(threads: usize) -> Arc<WorkerPool> {
         let threads = threads.max(1);
         let (tx, rx) = crossbeam_channel::bounded::<Job>(POOL_QUEUE_CAPACITY);
-        for i in 0..threads {
-            let rx = rx.clone();
-            crate::runtime::spawn::thread(format!("tripline-worker-{i}"), move || {
-                while let Ok(job) = rx.recv() {
-                    job();
-                }
-            });
-        }
+        let handles = (0..threads)
+            .map(|i| {
+                let rx = rx.clone();
+                crate::runtime::spawn::thread(format!("tripline-worker-{i}"), move || {
+                    while let Ok(job) = rx.recv() {
+                        job();
+                    }
+                })
+            })
+            .collect();
         Arc::new(WorkerPool {
-            tx,
+            tx: Some(tx),
             threads,
             reserved: std::sync::atomic::AtomicUsize::new(0),
+            handles,
         })
     }
 
@@ -81,7 +98,7 @@ impl WorkerPool {
             let _ = tx.send(f());
         });
         // Cannot be full: callers reserve their window first (see `reserve`).
-        if let Err(e) = self.tx.try_send(job) {
+        if let Some(Err(e)) = self.tx.as_ref().map(|tx| tx.try_send(job)) {
             // Only reachable if the pool is shutting down; the receiver then reports it.
             drop(e);
         }

@@ -37,6 +37,16 @@ impl<T> TaskHandle<T> {
     }
 }
 
+impl<T> TaskHandle<T> {
+    /// Aborts the task and waits until it has stopped (its future dropped).
+    pub async fn abort_and_wait(mut self) {
+        if let Some(h) = self.0.take() {
+            h.abort();
+            let _ = h.await;
+        }
+    }
+}
+
 impl<T> Drop for TaskHandle<T> {
     fn drop(&mut self) {
         if let Some(h) = self.0.take() {

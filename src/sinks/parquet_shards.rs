@@ -155,22 +155,28 @@ pub async fn run(
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Result<()>>();
     let m = metrics.clone();
     let ctx2 = ctx.clone();
-    crate::runtime::spawn::thread(format!("tripline-sink-{}", metrics.name), move || {
-        let mut w = ShardWriter::new(p, m, ctx2);
-        let r = (|| {
-            while let Some(msg) = rx.blocking_recv() {
-                match msg {
-                    Msg::Batch(b) => w.write(&b)?,
-                    Msg::Finish { complete } => return w.finish(complete),
+    let handle =
+        crate::runtime::spawn::thread(format!("tripline-sink-{}", metrics.name), move || {
+            let mut w = ShardWriter::new(p, m, ctx2);
+            let r = (|| {
+                while let Some(msg) = rx.blocking_recv() {
+                    match msg {
+                        Msg::Batch(b) => w.write(&b)?,
+                        Msg::Finish { complete } => return w.finish(complete),
+                    }
                 }
+                Err(Error::Other("stopped before the end of the input".into()))
+            })();
+            if r.is_err() {
+                w.discard();
             }
-            Err(Error::Other("stopped before the end of the input".into()))
-        })();
-        if r.is_err() {
-            w.discard();
-        }
-        let _ = done_tx.send(r);
-    });
+            let _ = done_tx.send(r);
+        });
+    let mut writer = WriterThread {
+        tx: Some(tx),
+        handle: Some(handle),
+    };
+    let tx = writer.tx.as_ref().expect("present until drop");
     while let Some(b) = input.next().await {
         let b = b?;
         if tx.send(Msg::Batch(b.data)).await.is_err() {
@@ -179,12 +185,29 @@ pub async fn run(
     }
     let complete = !ctx.truncated.load(Ordering::SeqCst);
     let _ = tx.send(Msg::Finish { complete }).await;
-    drop(tx);
+    drop(writer.tx.take());
     done_rx.await.unwrap_or_else(|_| {
         Err(Error::Other(
             "shard writer thread ended unexpectedly".into(),
         ))
     })
+}
+
+/// Closes the writer's channel, then waits for its thread, when the sink stops (normally or by
+/// cancellation): a cancelled sink has removed its unfinished temporary file before `run`
+/// returns.
+struct WriterThread {
+    tx: Option<tokio::sync::mpsc::Sender<Msg>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for WriterThread {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
 }
 
 struct HashingFile {

@@ -177,15 +177,17 @@ where
     F: FnOnce(tokio::sync::mpsc::Sender<Result<Batch>>) -> Result<()> + Send + 'static,
 {
     Box::pin(async_stream::try_stream! {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Batch>>(1);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Batch>>(1);
         let err_tx = tx.clone();
-        crate::runtime::spawn::thread(format!("tripline-src-{name}"), move || {
+        let handle = crate::runtime::spawn::thread(format!("tripline-src-{name}"), move || {
             if let Err(e) = read(tx) {
                 let _ = err_tx.blocking_send(Err(e));
             }
         });
+        let mut reader = JoinOnDrop { rx: Some(rx), handle: Some(handle) };
         let mut shutdown = ctx.shutdown.clone();
         loop {
+            let rx = reader.rx.as_mut().expect("present until drop");
             tokio::select! {
                 biased;
                 _ = shutdown.draining() => {
@@ -200,4 +202,21 @@ where
         }
     })
     .boxed()
+}
+
+/// Closes the reader's channel, then waits for its thread, when the stream is dropped: a
+/// cancelled source leaves no thread behind. The thread notices the closed channel at its next
+/// send, so the wait is at most one batch's decoding.
+struct JoinOnDrop {
+    rx: Option<tokio::sync::mpsc::Receiver<Result<Batch>>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for JoinOnDrop {
+    fn drop(&mut self) {
+        drop(self.rx.take());
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
 }
