@@ -1,0 +1,441 @@
+//! Sources and sinks through the public API: projection and renames, sharding, Arrow IPC,
+//! rolling shards, overwrite rules, worker-count independence, quarantine, fan-out, and bad
+//! input (truncated, corrupt, invalid UTF-8, mismatched files) with located errors.
+
+mod common;
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, Int32Array, Int64Array, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow::record_batch::RecordBatch;
+use common::*;
+use tripline::{Error, Pipeline, RunOptions};
+
+fn run(yaml: &str) -> tripline::Result<tripline::RunSummary> {
+    Pipeline::from_yaml(yaml, &[])?.run_blocking(RunOptions::default())
+}
+
+fn sink(out: &Path, extra: &str) -> String {
+    format!(
+        "sinks:\n  shards:\n    type: parquet_shards\n    inputs: [docs]\n    path: {}\n{extra}",
+        out.display()
+    )
+}
+
+#[test]
+fn projection_order_and_renames() {
+    let d = tmp();
+    let input = d.path().join("docs.parquet");
+    write_docs(&input, 0, 300, 128);
+    let out = d.path().join("out");
+    let yaml = format!(
+        "version: 1\nsources:\n  docs:\n    type: parquet\n    path: {}\n    columns: [text, id]\n    rename: {{text: body}}\n    batch_rows: 50\n{}",
+        input.display(),
+        sink(&out, "")
+    );
+    run(&yaml).unwrap();
+    let got = read_output(&out);
+    let schema = got[0].schema();
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(names, ["body", "id"]);
+    assert_eq!(ids(&got), (0..300).collect::<Vec<_>>());
+    let want: Vec<Option<String>> = (0..300).map(|i| Some(text_for(i))).collect();
+    assert_eq!(strings(&got, "body"), want);
+}
+
+#[test]
+fn shards_split_the_input_exactly_and_deterministically() {
+    let d = tmp();
+    write_docs(&d.path().join("in/a.parquet"), 0, 1000, 100);
+    write_docs(&d.path().join("in/b.parquet"), 1000, 550, 100);
+    let mut all = Vec::new();
+    for index in 0..3 {
+        let out = d.path().join(format!("out{index}"));
+        let yaml = format!(
+            "version: 1\nsources:\n  docs:\n    type: parquet\n    path: {}/in/*.parquet\n    shard: {{index: {index}, count: 3}}\n{}",
+            d.path().display(),
+            sink(&out, "")
+        );
+        run(&yaml).unwrap();
+        let got = ids(&read_output(&out));
+        // Row groups are the unit: shard i reads row groups i, i+3, … across both files.
+        let want: Vec<i64> = (0..16)
+            .filter(|g| g % 3 == index)
+            .flat_map(|g| g * 100..(g * 100 + 100).min(1550))
+            .collect();
+        assert_eq!(got, want, "shard {index}");
+        all.extend(got);
+    }
+    all.sort_unstable();
+    assert_eq!(all, (0..1550).collect::<Vec<_>>());
+}
+
+#[test]
+fn arrow_ipc_file_and_stream_formats() {
+    let d = tmp();
+    let batches = [docs_batch(0, 700), docs_batch(700, 300)];
+    let file = d.path().join("docs.arrow");
+    let mut w =
+        arrow::ipc::writer::FileWriter::try_new(File::create(&file).unwrap(), &docs_schema())
+            .unwrap();
+    batches.iter().for_each(|b| w.write(b).unwrap());
+    w.finish().unwrap();
+    let stream = d.path().join("docs.arrows");
+    let mut w =
+        arrow::ipc::writer::StreamWriter::try_new(File::create(&stream).unwrap(), &docs_schema())
+            .unwrap();
+    batches.iter().for_each(|b| w.write(b).unwrap());
+    w.finish().unwrap();
+    for (name, path) in [("file", &file), ("stream", &stream)] {
+        let out = d.path().join(format!("out-{name}"));
+        let yaml = format!(
+            "version: 1\nsources:\n  docs:\n    type: arrow_ipc\n    path: {}\n    columns: [id, text]\n    batch_rows: 256\n{}",
+            path.display(),
+            sink(&out, "")
+        );
+        let summary = run(&yaml).unwrap();
+        let got = read_output(&out);
+        assert_eq!(ids(&got), (0..1000).collect::<Vec<_>>(), "{name}");
+        assert_eq!(got[0].num_columns(), 2);
+        // 700 → 256+256+188, 300 → 256+44
+        assert_eq!(summary.components[0].batches_out, 5, "{name}");
+    }
+}
+
+#[test]
+fn shards_roll_by_bytes_and_hold_every_row() {
+    let d = tmp();
+    let input = d.path().join("docs.parquet");
+    write_docs(&input, 0, 20_000, 1000);
+    let out = d.path().join("out");
+    let yaml = format!(
+        "version: 1\nsources:\n  docs:\n    type: parquet\n    path: {}\n    batch_rows: 500\n{}",
+        input.display(),
+        sink(
+            &out,
+            "    max_shard_bytes: 20000\n    row_group_rows: 500\n    compression: none\n"
+        )
+    );
+    run(&yaml).unwrap();
+    let (_, m) = tripline::sinks::manifest::read(&out).unwrap();
+    assert!(
+        m.shards.len() > 3,
+        "expected several shards, got {}",
+        m.shards.len()
+    );
+    assert_eq!(m.rows, 20_000);
+    assert_eq!(ids(&read_output(&out)), (0..20_000).collect::<Vec<_>>());
+    let inspection = tripline::inspect::inspect(&out).unwrap();
+    assert!(inspection.ok(), "{}", inspection.report);
+}
+
+#[test]
+fn non_empty_output_is_refused_unless_overwriting() {
+    let d = tmp();
+    let input = d.path().join("docs.parquet");
+    write_docs(&input, 0, 100, 100);
+    let out = d.path().join("out");
+    let yaml = format!(
+        "version: 1\nsources:\n  docs:\n    type: parquet\n    path: {}\n{}",
+        input.display(),
+        sink(&out, "")
+    );
+    run(&yaml).unwrap();
+    let err = run(&yaml).unwrap_err();
+    assert!(
+        matches!(&err, Error::Component { component, source } if component == "shards" && matches!(**source, Error::OutputNotEmpty(_))),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("is not empty; pass --overwrite or set `overwrite: true`"),
+        "{err}"
+    );
+    // --overwrite replaces it; files tripline did not write block the overwrite.
+    let p = Pipeline::from_yaml(&yaml, &[]).unwrap();
+    p.run_blocking(RunOptions {
+        overwrite: true,
+        ..Default::default()
+    })
+    .unwrap();
+    std::fs::write(out.join("notes.txt"), "mine").unwrap();
+    let err = p
+        .run_blocking(RunOptions {
+            overwrite: true,
+            ..Default::default()
+        })
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("it holds `notes.txt`, which tripline did not write"),
+        "{err}"
+    );
+    assert!(out.join("notes.txt").exists());
+}
+
+#[test]
+fn output_is_identical_for_one_and_many_workers() {
+    let d = tmp();
+    let input = d.path().join("docs.parquet");
+    write_docs(&input, 0, 5000, 512);
+    let mut digests = Vec::new();
+    for workers in [1, 2, 4] {
+        let out = d.path().join(format!("out{workers}"));
+        let yaml = format!(
+            "version: 1\nseed: 3\nruntime: {{workers: {workers}}}\nsources:\n  docs: {{type: parquet, path: {}, batch_rows: 97}}\nstages:\n  clean: {{type: clean, inputs: [docs], text_columns: [text], trim: true, max_chars: 40, on_error: skip}}\nsinks:\n  shards: {{type: parquet_shards, inputs: [clean], path: {}, rows_per_shard: 1000}}\n",
+            input.display(),
+            out.display()
+        );
+        let summary = run(&yaml).unwrap();
+        let (_, m) = tripline::sinks::manifest::read(&out).unwrap();
+        digests.push((
+            m.shards
+                .iter()
+                .map(|s| s.sha256.clone())
+                .collect::<Vec<_>>(),
+            summary.rows_quarantined,
+        ));
+    }
+    assert!(
+        digests[0].1 > 0,
+        "the fixture should make the stage skip some rows"
+    );
+    assert_eq!(digests[0], digests[1]);
+    assert_eq!(digests[0], digests[2]);
+}
+
+#[test]
+fn skipped_rows_are_quarantined_with_their_reason_and_counted() {
+    let d = tmp();
+    let input = d.path().join("docs.parquet");
+    let texts = vec![Some("good"), Some("  "), None, Some("also good"), Some("")];
+    let b = RecordBatch::try_new(
+        docs_schema(),
+        vec![
+            Arc::new(Int64Array::from((0..5).collect::<Vec<i64>>())) as ArrayRef,
+            Arc::new(Int32Array::from(vec![1; 5])),
+            Arc::new(StringArray::from(texts)),
+        ],
+    )
+    .unwrap();
+    write_parquet(&input, &[b], 10);
+    let out = d.path().join("out");
+    let yaml = format!(
+        "version: 1\nsources:\n  docs: {{type: parquet, path: {}}}\nstages:\n  clean: {{type: clean, inputs: [docs], text_columns: [text], trim: true, on_error: skip}}\nsinks:\n  shards: {{type: parquet_shards, inputs: [clean], path: {}}}\n",
+        input.display(),
+        out.display()
+    );
+    let summary = run(&yaml).unwrap();
+    assert_eq!(summary.rows_quarantined, 3);
+    let clean = summary
+        .components
+        .iter()
+        .find(|c| c.name == "clean")
+        .unwrap();
+    assert_eq!(
+        (clean.rows_in, clean.rows_out, clean.rows_skipped),
+        (5, 2, 3)
+    );
+    assert_eq!(ids(&read_output(&out)), vec![0, 3]);
+    let q = std::fs::read_to_string(out.join("quarantine/clean.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = q
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let got: Vec<(u64, &str)> = lines
+        .iter()
+        .map(|l| (l["row"].as_u64().unwrap(), l["reason"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (1, "column `text` is empty, expected at least 1"),
+            (2, "column `text` is null"),
+            (4, "column `text` is empty, expected at least 1"),
+        ]
+    );
+    assert_eq!(lines[0]["record"]["id"], "1");
+    assert_eq!(lines[0]["origin"], input.display().to_string());
+}
+
+#[test]
+fn fan_out_writes_the_same_rows_to_two_sinks() {
+    let d = tmp();
+    let input = d.path().join("docs.parquet");
+    write_docs(&input, 0, 3000, 256);
+    let (a, b) = (d.path().join("a"), d.path().join("b"));
+    let yaml = format!(
+        "version: 1\nsources:\n  docs: {{type: parquet, path: {}}}\nsinks:\n  a: {{type: parquet_shards, inputs: [docs], path: {}}}\n  b: {{type: parquet_shards, inputs: [docs], path: {}, compression: snappy, rows_per_shard: 1000}}\n",
+        input.display(),
+        a.display(),
+        b.display()
+    );
+    run(&yaml).unwrap();
+    assert_eq!(ids(&read_output(&a)), (0..3000).collect::<Vec<_>>());
+    assert_eq!(ids(&read_output(&b)), (0..3000).collect::<Vec<_>>());
+}
+
+fn validation_error(yaml: &str) -> String {
+    match Pipeline::from_yaml(yaml, &[]) {
+        Err(e @ Error::Config(_)) => e.to_string(),
+        other => panic!("expected a config error, got {other:?}"),
+    }
+}
+
+#[test]
+fn truncated_and_mismatched_files_are_caught_before_running() {
+    let d = tmp();
+    let good = d.path().join("in/a.parquet");
+    write_docs(&good, 0, 100, 50);
+    let bytes = std::fs::read(&good).unwrap();
+    let truncated = d.path().join("in/b.parquet");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let out = d.path().join("out");
+    let yaml = format!(
+        "version: 1\nsources:\n  docs:\n    type: parquet\n    path: {}/in/*.parquet\n{}",
+        d.path().display(),
+        sink(&out, "")
+    );
+    let e = validation_error(&yaml);
+    assert!(
+        e.contains(&format!("line 5:11: source `docs`: {}: not a readable Parquet file (truncated or corrupt footer?)", truncated.display())),
+        "{e}"
+    );
+
+    // A second file whose `label` column has another type.
+    let other = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("label", DataType::Utf8, false),
+            Field::new("text", DataType::Utf8, true),
+        ])),
+        vec![
+            Arc::new(Int64Array::from(vec![1])) as ArrayRef,
+            Arc::new(StringArray::from(vec!["x"])),
+            Arc::new(StringArray::from(vec!["y"])),
+        ],
+    )
+    .unwrap();
+    write_parquet(&truncated, &[other], 10);
+    let e = validation_error(&yaml);
+    assert!(
+        e.contains("column `label` is Utf8 here but Int32 in the first file"),
+        "{e}"
+    );
+}
+
+#[test]
+fn corrupt_pages_are_reported_with_file_and_row_group() {
+    let d = tmp();
+    let input = d.path().join("docs.parquet");
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_max_row_group_row_count(Some(100))
+        .set_compression(parquet::basic::Compression::UNCOMPRESSED)
+        .build();
+    let mut w = parquet::arrow::ArrowWriter::try_new(
+        File::create(&input).unwrap(),
+        docs_schema(),
+        Some(props),
+    )
+    .unwrap();
+    w.write(&docs_batch(0, 300)).unwrap();
+    w.close().unwrap();
+    // Overwrite the first page header of row group 1's `text` column with garbage.
+    let meta =
+        parquet::file::reader::SerializedFileReader::new(File::open(&input).unwrap()).unwrap();
+    use parquet::file::reader::FileReader;
+    let offset = meta.metadata().row_group(1).column(2).data_page_offset() as usize;
+    let mut bytes = std::fs::read(&input).unwrap();
+    bytes[offset..offset + 24].fill(0xff);
+    std::fs::write(&input, bytes).unwrap();
+    let out = d.path().join("out");
+    let yaml = format!(
+        "version: 1\nsources:\n  docs: {{type: parquet, path: {}, batch_rows: 100}}\n{}",
+        input.display(),
+        sink(&out, "")
+    );
+    let e = run(&yaml).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.starts_with(&format!(
+            "component `docs`: {}: row group 1 (rows 100..200), near row 100: ",
+            input.display()
+        )),
+        "{msg}"
+    );
+    assert_eq!(e.exit_code(), 1);
+    assert!(!out.join("manifest.json").exists());
+}
+
+#[test]
+fn invalid_utf8_is_reported_with_file_and_row_group() {
+    use parquet::data_type::{ByteArray, ByteArrayType, Int64Type};
+    use parquet::file::writer::SerializedFileWriter;
+    let d = tmp();
+    let input = d.path().join("bad-utf8.parquet");
+    let schema = Arc::new(
+        parquet::schema::parser::parse_message_type(
+            "message m { required int64 id; required binary text (UTF8); }",
+        )
+        .unwrap(),
+    );
+    let mut w =
+        SerializedFileWriter::new(File::create(&input).unwrap(), schema, Default::default())
+            .unwrap();
+    let mut rg = w.next_row_group().unwrap();
+    let mut col = rg.next_column().unwrap().unwrap();
+    col.typed::<Int64Type>()
+        .write_batch(&[0, 1, 2], None, None)
+        .unwrap();
+    col.close().unwrap();
+    let mut col = rg.next_column().unwrap().unwrap();
+    let values = [
+        ByteArray::from("ok"),
+        ByteArray::from(vec![0xffu8, 0xfe, 0x41]),
+        ByteArray::from("fine"),
+    ];
+    col.typed::<ByteArrayType>()
+        .write_batch(&values, None, None)
+        .unwrap();
+    col.close().unwrap();
+    rg.close().unwrap();
+    w.close().unwrap();
+    let out = d.path().join("out");
+    let yaml = format!(
+        "version: 1\nsources:\n  docs: {{type: parquet, path: {}}}\n{}",
+        input.display(),
+        sink(&out, "")
+    );
+    let msg = run(&yaml).unwrap_err().to_string();
+    assert!(
+        msg.starts_with(&format!(
+            "component `docs`: {}: row group 0 (rows 0..3), near row 0: ",
+            input.display()
+        )),
+        "{msg}"
+    );
+    assert!(msg.to_lowercase().contains("utf"), "{msg}");
+}
+
+#[test]
+fn empty_text_column_check_is_a_type_error_for_non_strings() {
+    let d = tmp();
+    let input = d.path().join("docs.parquet");
+    write_docs(&input, 0, 10, 10);
+    let yaml = format!(
+        "version: 1\nsources:\n  docs: {{type: parquet, path: {}}}\nstages:\n  clean: {{type: clean, inputs: [docs], text_columns: [label]}}\nsinks:\n  s: {{type: parquet_shards, inputs: [clean], path: {}}}\n",
+        input.display(),
+        d.path().join("o").display()
+    );
+    let e = validation_error(&yaml);
+    assert!(
+        e.contains(
+            "stage `clean`: column `label` is Int32, expected a string column (Utf8 or LargeUtf8)"
+        ),
+        "{e}"
+    );
+    let _ = Int32Array::from(vec![0]).len();
+}
