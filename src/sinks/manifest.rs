@@ -7,6 +7,7 @@
 use std::path::Path;
 
 use arrow::datatypes::{DataType, Schema};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -18,7 +19,7 @@ pub const MANIFEST: &str = "manifest.json";
 pub const FORMAT: &str = "tripline-shards/1";
 
 /// Contents of `manifest.json`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct Manifest {
     /// Always [`FORMAT`].
     pub format: String,
@@ -42,7 +43,7 @@ pub struct Manifest {
 }
 
 /// One shard in the manifest.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct ShardEntry {
     /// File name relative to the manifest.
     pub file: String,
@@ -55,7 +56,7 @@ pub struct ShardEntry {
 }
 
 /// One column of the schema.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct FieldEntry {
     /// Column name.
     pub name: String,
@@ -109,4 +110,12 @@ pub fn read(path: &Path) -> Result<(std::path::PathBuf, Manifest)> {
     }
     let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
     Ok((dir, m))
+}
+
+/// The JSON Schema of `manifest.json`, as checked in at `schemas/manifest.schema.json`.
+pub fn json_schema() -> String {
+    let schema = schemars::schema_for!(Manifest);
+    let mut s = serde_json::to_string_pretty(&schema).expect("schema serializes");
+    s.push('\n');
+    s
 }

@@ -342,6 +342,7 @@ impl ShardWriter {
             .map_err(|e| Error::io("syncing", &open.tmp, e))?;
         let dest = self.dir.join(&open.file);
         std::fs::rename(&open.tmp, &dest).map_err(|e| Error::io("renaming", &open.tmp, e))?;
+        tracing::debug!("shard complete: {} ({} rows)", dest.display(), open.rows);
         self.shards.push(ShardEntry {
             file: open.file,
             rows: open.rows,
