@@ -50,8 +50,12 @@ enum Command {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
     },
-    /// Print the JSON Schema of pipeline files.
-    Schema,
+    /// Print the JSON Schema of pipeline files (or the Markdown configuration reference).
+    Schema {
+        /// Print the configuration reference as Markdown instead.
+        #[arg(long)]
+        markdown: bool,
+    },
     /// Summarise an output directory and verify every shard against its manifest.
     Inspect {
         /// Output directory (or its manifest.json).
@@ -77,8 +81,12 @@ fn main() -> ExitCode {
         }
     };
     let code = match cli.command {
-        Command::Schema => {
-            print!("{}", tripline::config::json_schema());
+        Command::Schema { markdown } => {
+            if markdown {
+                print!("{}", tripline::config::reference::reference_markdown());
+            } else {
+                print!("{}", tripline::config::json_schema());
+            }
             0
         }
         Command::Validate { files, set } => validate(&files, &set),

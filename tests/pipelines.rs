@@ -58,3 +58,11 @@ fn manifest_schema_is_current() {
         tripline::sinks::manifest::json_schema(),
     );
 }
+
+#[test]
+fn configuration_reference_is_current() {
+    check_current(
+        "docs/CONFIG.md",
+        tripline::config::reference::reference_markdown(),
+    );
+}

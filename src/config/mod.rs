@@ -4,6 +4,7 @@
 //! [`validate`](validate::validate) has accepted the whole file. Every enum is closed and
 //! tagged by `type`; every struct rejects unknown keys.
 
+pub mod reference;
 pub mod validate;
 pub mod yaml;
 

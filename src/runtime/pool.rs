@@ -89,7 +89,9 @@ impl WorkerPool {
         Ok(())
     }
 
-    fn submit<T: Send + 'static>(
+    /// Runs `f` on a worker; the result arrives on the returned channel. Callers must keep
+    /// their in-flight jobs within what they [`reserve`](Self::reserve)d.
+    pub fn submit<T: Send + 'static>(
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> oneshot::Receiver<T> {

@@ -19,9 +19,14 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use futures::StreamExt;
 use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_writer::{
+    ArrowColumnChunk, ArrowColumnWriter, ArrowRowGroupWriterFactory, compute_leaves,
+};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
+use parquet::file::writer::SerializedFileWriter;
 use sha2::{Digest, Sha256};
+use std::collections::VecDeque;
 
 use super::manifest::{FORMAT, MANIFEST, Manifest, ShardEntry, schema_entries};
 use crate::config::{Codec, ParquetShardsSinkConfig};
@@ -151,6 +156,9 @@ pub async fn run(
     ctx: Ctx,
     metrics: Arc<ComponentMetrics>,
 ) -> Result<()> {
+    // Row groups are encoded on the shared pool, at most one per worker plus the one being
+    // handed over.
+    ctx.pool.reserve(ctx.pool.threads() + 1)?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Msg>(1);
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Result<()>>();
     let m = metrics.clone();
@@ -228,11 +236,22 @@ impl Write for HashingFile {
     }
 }
 
+type Encoded = Result<Vec<ArrowColumnChunk>>;
+
 struct Open {
-    writer: ArrowWriter<HashingFile>,
+    writer: SerializedFileWriter<HashingFile>,
+    factory: ArrowRowGroupWriterFactory,
     tmp: PathBuf,
     file: String,
+    /// Rows accepted into this shard (appended, in flight or pending).
     rows: u64,
+    /// Row groups handed to the encoders so far.
+    row_groups: usize,
+    /// Rows waiting to fill the next row group.
+    pending: Vec<RecordBatch>,
+    pending_rows: usize,
+    /// Row groups being encoded on the worker pool, oldest first.
+    in_flight: VecDeque<tokio::sync::oneshot::Receiver<Encoded>>,
 }
 
 struct ShardWriter {
@@ -241,9 +260,33 @@ struct ShardWriter {
     props: WriterProperties,
     metrics: Arc<ComponentMetrics>,
     ctx: Ctx,
+    /// Row groups encoded in parallel at most.
+    encoders: usize,
     current: Option<Open>,
     shards: Vec<ShardEntry>,
     schema: Option<SchemaRef>,
+}
+
+/// Encodes one row group's batches into column chunks (runs on the worker pool).
+fn encode(writers: Vec<ArrowColumnWriter>, schema: &SchemaRef, batches: &[RecordBatch]) -> Encoded {
+    let mut writers = writers;
+    for b in batches {
+        let mut w = writers.iter_mut();
+        for (field, col) in schema.fields().iter().zip(b.columns()) {
+            for leaf in compute_leaves(field, col).map_err(|e| Error::parquet("encoding", e))? {
+                w.next()
+                    .expect("one writer per leaf")
+                    .write(&leaf)
+                    .map_err(|e| {
+                        Error::parquet(format!("encoding column `{}`", field.name()), e)
+                    })?;
+            }
+        }
+    }
+    writers
+        .into_iter()
+        .map(|w| w.close().map_err(|e| Error::parquet("encoding", e)))
+        .collect()
 }
 
 impl ShardWriter {
@@ -252,12 +295,14 @@ impl ShardWriter {
             .set_compression(compression(&p.cfg).expect("validated"))
             .set_max_row_group_row_count(Some(p.cfg.row_group_rows))
             .build();
+        let encoders = ctx.pool.threads().max(1);
         ShardWriter {
             cfg: p.cfg,
             dir: p.dir,
             props,
             metrics,
             ctx,
+            encoders,
             current: None,
             shards: Vec::new(),
             schema: None,
@@ -274,13 +319,20 @@ impl ShardWriter {
                 hasher: Sha256::new(),
                 bytes: 0,
             };
-            let writer = ArrowWriter::try_new(hf, schema.clone(), Some(self.props.clone()))
-                .map_err(|e| Error::parquet(format!("starting {}", tmp.display()), e))?;
+            let (writer, factory) =
+                ArrowWriter::try_new(hf, schema.clone(), Some(self.props.clone()))
+                    .and_then(ArrowWriter::into_serialized_writer)
+                    .map_err(|e| Error::parquet(format!("starting {}", tmp.display()), e))?;
             self.current = Some(Open {
                 writer,
+                factory,
                 tmp,
                 file,
                 rows: 0,
+                row_groups: 0,
+                pending: Vec::new(),
+                pending_rows: 0,
+                in_flight: VecDeque::new(),
             });
         }
         Ok(self.current.as_mut().expect("opened above"))
@@ -293,25 +345,25 @@ impl ShardWriter {
             self.schema = Some(schema.clone());
         }
         let rows_per_shard = self.cfg.effective_rows_per_shard();
-        let max_bytes = self.cfg.max_shard_bytes;
         let mut off = 0usize;
         while off < batch.num_rows() {
             let open = self.open(&schema)?;
             let room = rows_per_shard.map_or(u64::MAX, |r| r - open.rows);
             let len = (batch.num_rows() - off).min(room.min(usize::MAX as u64) as usize);
-            let part = batch.slice(off, len);
-            open.writer
-                .write(&part)
-                .map_err(|e| Error::parquet(format!("writing {}", open.tmp.display()), e))?;
+            open.pending.push(batch.slice(off, len));
+            open.pending_rows += len;
             open.rows += len as u64;
             off += len;
             let full_rows = rows_per_shard.is_some_and(|r| open.rows >= r);
-            let full_bytes = max_bytes.is_some_and(|b| {
-                (open.writer.bytes_written() + open.writer.in_progress_size()) as u64 >= b
-            });
             self.metrics
                 .rows_out
                 .fetch_add(len as u64, Ordering::Relaxed);
+            self.submit_full_row_groups(&schema)?;
+            let full_bytes = self.cfg.max_shard_bytes.is_some_and(|b| {
+                self.current
+                    .as_ref()
+                    .is_some_and(|o| o.writer.bytes_written() as u64 >= b)
+            });
             if full_rows || full_bytes {
                 self.close_current()?;
             }
@@ -322,10 +374,90 @@ impl ShardWriter {
         Ok(())
     }
 
-    fn close_current(&mut self) -> Result<()> {
-        let Some(open) = self.current.take() else {
+    /// Hands every complete row group to the encoders, appending finished ones in order.
+    fn submit_full_row_groups(&mut self, schema: &SchemaRef) -> Result<()> {
+        let rg_rows = self.cfg.row_group_rows;
+        while self
+            .current
+            .as_ref()
+            .is_some_and(|o| o.pending_rows >= rg_rows)
+        {
+            let open = self.current.as_mut().expect("checked");
+            let mut take = Vec::new();
+            let mut need = rg_rows;
+            while need > 0 {
+                let b = open.pending.remove(0);
+                if b.num_rows() <= need {
+                    need -= b.num_rows();
+                    take.push(b);
+                } else {
+                    take.push(b.slice(0, need));
+                    open.pending.insert(0, b.slice(need, b.num_rows() - need));
+                    need = 0;
+                }
+            }
+            open.pending_rows -= rg_rows;
+            self.submit(take, schema)?;
+        }
+        Ok(())
+    }
+
+    fn submit(&mut self, batches: Vec<RecordBatch>, schema: &SchemaRef) -> Result<()> {
+        let encoders = self.encoders;
+        let open = self.current.as_mut().expect("a shard is open");
+        let writers = open
+            .factory
+            .create_column_writers(open.row_groups)
+            .map_err(|e| Error::parquet("starting a row group", e))?;
+        open.row_groups += 1;
+        let schema = schema.clone();
+        let rx = self
+            .ctx
+            .pool
+            .submit(move || encode(writers, &schema, &batches));
+        open.in_flight.push_back(rx);
+        while open.in_flight.len() > encoders {
+            Self::append_oldest(open)?;
+        }
+        Ok(())
+    }
+
+    fn append_oldest(open: &mut Open) -> Result<()> {
+        let Some(rx) = open.in_flight.pop_front() else {
             return Ok(());
         };
+        let chunks = rx
+            .blocking_recv()
+            .map_err(|_| Error::Other("the worker pool shut down while encoding".into()))??;
+        let mut rg = open
+            .writer
+            .next_row_group()
+            .map_err(|e| Error::parquet(format!("writing {}", open.tmp.display()), e))?;
+        for c in chunks {
+            c.append_to_row_group(&mut rg)
+                .map_err(|e| Error::parquet(format!("writing {}", open.tmp.display()), e))?;
+        }
+        rg.close()
+            .map_err(|e| Error::parquet(format!("writing {}", open.tmp.display()), e))?;
+        Ok(())
+    }
+
+    fn close_current(&mut self) -> Result<()> {
+        let Some(schema) = self.schema.clone() else {
+            return Ok(());
+        };
+        if self.current.as_ref().is_some_and(|o| o.pending_rows > 0) {
+            let open = self.current.as_mut().expect("checked");
+            let rest = std::mem::take(&mut open.pending);
+            open.pending_rows = 0;
+            self.submit(rest, &schema)?;
+        }
+        let Some(mut open) = self.current.take() else {
+            return Ok(());
+        };
+        while !open.in_flight.is_empty() {
+            Self::append_oldest(&mut open)?;
+        }
         let hf = open
             .writer
             .into_inner()
@@ -389,8 +521,11 @@ impl ShardWriter {
     /// Removes the temporary file of an unfinished shard.
     fn discard(&mut self) {
         if let Some(open) = self.current.take() {
-            drop(open.writer);
-            let _ = std::fs::remove_file(&open.tmp);
+            drop(open);
+            let tmp = self
+                .dir
+                .join(format!(".part-{:05}.parquet.tmp", self.shards.len()));
+            let _ = std::fs::remove_file(&tmp);
         }
     }
 }

