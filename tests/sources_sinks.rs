@@ -439,3 +439,40 @@ fn empty_text_column_check_is_a_type_error_for_non_strings() {
     );
     let _ = Int32Array::from(vec![0]).len();
 }
+
+#[test]
+fn wide_rows_close_row_groups_by_size() {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let d = tmp();
+    let input = d.path().join("emb.parquet");
+    write_parquet(&input, &[embedding_batch(0, 1000, 64)], 1000);
+    let out = d.path().join("out");
+    // Each 100-row batch holds 100 × (8 + 64 × 4) = 26,400 bytes of data.
+    let yaml = format!(
+        "version: 1\nsources:\n  docs: {{type: parquet, path: {}, batch_rows: 100}}\n{}",
+        input.display(),
+        sink(&out, "    row_group_bytes: 26400\n")
+    );
+    run(&yaml).unwrap();
+    let reader =
+        SerializedFileReader::new(File::open(out.join("part-00000.parquet")).unwrap()).unwrap();
+    let groups: Vec<i64> = reader
+        .metadata()
+        .row_groups()
+        .iter()
+        .map(|g| g.num_rows())
+        .collect();
+    assert_eq!(groups, vec![100; 10]);
+    assert_eq!(ids(&read_output(&out)), (0..1000).collect::<Vec<_>>());
+    // Without the byte bound, the same input is one row group.
+    let out2 = d.path().join("out2");
+    let yaml = format!(
+        "version: 1\nsources:\n  docs: {{type: parquet, path: {}, batch_rows: 100}}\n{}",
+        input.display(),
+        sink(&out2, "")
+    );
+    run(&yaml).unwrap();
+    let reader =
+        SerializedFileReader::new(File::open(out2.join("part-00000.parquet")).unwrap()).unwrap();
+    assert_eq!(reader.metadata().num_row_groups(), 1);
+}

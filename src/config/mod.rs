@@ -282,9 +282,14 @@ pub struct ParquetShardsSinkConfig {
     /// Start a new shard once the current one reaches about this many bytes.
     #[serde(default)]
     pub max_shard_bytes: Option<u64>,
-    /// Rows per Parquet row group.
+    /// Rows per Parquet row group (at most).
     #[serde(default = "default_row_group_rows")]
     pub row_group_rows: usize,
+    /// A row group is also closed once its data reaches about this many bytes (uncompressed
+    /// Arrow size), which bounds the sink's memory for wide rows such as embeddings: it holds
+    /// at most one row group being filled plus one being encoded per worker.
+    #[serde(default = "default_row_group_bytes")]
+    pub row_group_bytes: u64,
     /// Compression codec.
     #[serde(default)]
     pub compression: Codec,
@@ -298,6 +303,10 @@ pub struct ParquetShardsSinkConfig {
 
 fn default_row_group_rows() -> usize {
     65536
+}
+
+fn default_row_group_bytes() -> u64 {
+    32 << 20
 }
 
 impl ParquetShardsSinkConfig {

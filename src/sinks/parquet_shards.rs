@@ -51,6 +51,9 @@ pub fn check(
     if cfg.max_shard_bytes == Some(0) {
         p.push((vec!["max_shard_bytes".into()], "must be at least 1".into()));
     }
+    if cfg.row_group_bytes == 0 {
+        p.push((vec!["row_group_bytes".into()], "must be at least 1".into()));
+    }
     if cfg.row_group_rows == 0 {
         p.push((vec!["row_group_rows".into()], "must be at least 1".into()));
     }
@@ -247,9 +250,10 @@ struct Open {
     rows: u64,
     /// Row groups handed to the encoders so far.
     row_groups: usize,
-    /// Rows waiting to fill the next row group.
+    /// Rows waiting to fill the next row group, and their data size.
     pending: Vec<RecordBatch>,
     pending_rows: usize,
+    pending_bytes: u64,
     /// Row groups being encoded on the worker pool, oldest first.
     in_flight: VecDeque<tokio::sync::oneshot::Receiver<Encoded>>,
 }
@@ -265,6 +269,15 @@ struct ShardWriter {
     current: Option<Open>,
     shards: Vec<ShardEntry>,
     schema: Option<SchemaRef>,
+}
+
+/// The data size of a (possibly sliced) batch: the bytes its rows occupy, not the size of the
+/// buffers it shares with other slices. Deterministic, so row group boundaries are too.
+fn data_bytes(b: &RecordBatch) -> u64 {
+    b.columns()
+        .iter()
+        .map(|c| c.to_data().get_slice_memory_size().unwrap_or(0) as u64)
+        .sum()
 }
 
 /// Encodes one row group's batches into column chunks (runs on the worker pool).
@@ -332,6 +345,7 @@ impl ShardWriter {
                 row_groups: 0,
                 pending: Vec::new(),
                 pending_rows: 0,
+                pending_bytes: 0,
                 in_flight: VecDeque::new(),
             });
         }
@@ -350,7 +364,9 @@ impl ShardWriter {
             let open = self.open(&schema)?;
             let room = rows_per_shard.map_or(u64::MAX, |r| r - open.rows);
             let len = (batch.num_rows() - off).min(room.min(usize::MAX as u64) as usize);
-            open.pending.push(batch.slice(off, len));
+            let part = batch.slice(off, len);
+            open.pending_bytes += data_bytes(&part);
+            open.pending.push(part);
             open.pending_rows += len;
             open.rows += len as u64;
             off += len;
@@ -374,8 +390,19 @@ impl ShardWriter {
         Ok(())
     }
 
-    /// Hands every complete row group to the encoders, appending finished ones in order.
+    /// Hands every complete row group to the encoders, appending finished ones in order. A
+    /// row group is complete at `row_group_rows` rows, or when the pending data reaches
+    /// `row_group_bytes` (then all pending rows form the row group).
     fn submit_full_row_groups(&mut self, schema: &SchemaRef) -> Result<()> {
+        if self.current.as_ref().is_some_and(|o| {
+            o.pending_bytes >= self.cfg.row_group_bytes && o.pending_rows < self.cfg.row_group_rows
+        }) {
+            let open = self.current.as_mut().expect("checked");
+            let rest = std::mem::take(&mut open.pending);
+            open.pending_rows = 0;
+            open.pending_bytes = 0;
+            return self.submit(rest, schema);
+        }
         let rg_rows = self.cfg.row_group_rows;
         while self
             .current
@@ -397,6 +424,7 @@ impl ShardWriter {
                 }
             }
             open.pending_rows -= rg_rows;
+            open.pending_bytes = open.pending.iter().map(data_bytes).sum();
             self.submit(take, schema)?;
         }
         Ok(())
@@ -450,6 +478,7 @@ impl ShardWriter {
             let open = self.current.as_mut().expect("checked");
             let rest = std::mem::take(&mut open.pending);
             open.pending_rows = 0;
+            open.pending_bytes = 0;
             self.submit(rest, &schema)?;
         }
         let Some(mut open) = self.current.take() else {
