@@ -107,10 +107,11 @@ def peak_rss_kib(cmd) -> int:
 
 
 def case(name: str, input_: Path, repeat: int) -> None:
-    out = DATA / f"out-{name}"
-    yaml = pipeline(input_, out, name)
+    slug = input_.stem
+    out = DATA / f"out-{slug}"
+    yaml = pipeline(input_, out, slug)
     trip = [str(BIN), "run", str(yaml), "--overwrite", "--progress", "off"]
-    peer_out = DATA / f"peer-{name}.parquet"
+    peer_out = DATA / f"peer-{slug}.parquet"
     peer = [sys.executable, "-c", PYARROW_PEER, str(input_), str(peer_out)]
     # warm-up (page cache)
     subprocess.run(trip, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
