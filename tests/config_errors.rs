@@ -52,7 +52,7 @@ sinks:
         got,
         "2 problems in the pipeline configuration:
   $DIR/pipeline.yaml:6:5: source `docs`: unknown field `batch_row`, expected one of `path`, `columns`, `rename`, `batch_rows`, `shard`, `buffer`; did you mean `batch_rows`?
-  $DIR/pipeline.yaml:12:5: sink `shards`: unknown field `rows_per_shrd`, expected one of `inputs`, `path`, `rows_per_shard`, `max_shard_bytes`, `row_group_rows`, `compression`, `compression_level`, `overwrite`; did you mean `rows_per_shard`?"
+  $DIR/pipeline.yaml:12:5: sink `shards`: unknown field `rows_per_shrd`, expected one of `inputs`, `path`, `rows_per_shard`, `max_shard_bytes`, `row_group_rows`, `row_group_bytes`, `compression`, `compression_level`, `overwrite`; did you mean `rows_per_shard`?"
     );
 }
 
