@@ -296,6 +296,10 @@ impl Spool {
             let mut w = match writer {
                 Some(w) => w,
                 None => {
+                    if let Some(dir) = path.parent() {
+                        std::fs::create_dir_all(dir)
+                            .map_err(|e| Error::io("creating spool directory", dir, e))?;
+                    }
                     let f = File::create(&path).map_err(|e| Error::io("creating", &path, e))?;
                     FileWriter::try_new(BufWriter::with_capacity(1 << 20, f), &b.schema()).map_err(
                         |e| Error::arrow(format!("starting spool {}", path.display()), e),

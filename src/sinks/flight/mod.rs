@@ -140,7 +140,10 @@ pub struct FlightSinkConfig {
     #[serde(default = "default_max_buffered_batches")]
     pub max_buffered_batches: usize,
     /// Batches already sent that are kept per rank so that a reconnecting rank can resume
-    /// (ticket `after`) without loss or duplication. 0 disables resuming.
+    /// (ticket `after`) without loss or duplication. Batches sent but not yet read by the
+    /// trainer sit in the transport's buffers (HTTP/2 send buffer and flow-control window:
+    /// from a few hundred KB to a few MB), so keep `replay_buffer × batch bytes` above that.
+    /// 0 disables resuming.
     #[serde(default = "default_replay_buffer")]
     pub replay_buffer: usize,
     /// Directory for the spool file holding the first pass when more than one epoch is
@@ -170,7 +173,7 @@ fn default_max_buffered_batches() -> usize {
 }
 
 fn default_replay_buffer() -> usize {
-    16
+    64
 }
 
 impl FlightSinkConfig {
@@ -226,7 +229,8 @@ pub fn check(
     if cfg.token.as_deref().is_some_and(|t| t.trim().is_empty()) {
         p.push((
             key("token"),
-            "is empty (is the environment variable set?); remove the key to disable auth".into(),
+            "the token is empty (is the environment variable set?); remove `token` to disable auth"
+                .into(),
         ));
     }
     if p.is_empty() { Ok(()) } else { Err(p) }

@@ -490,12 +490,24 @@ impl Encoder {
         out.push(FlightData::from(data).with_app_metadata(meta.to_string()));
         Ok(out)
     }
-}
 
-fn end_message(kind: &str, epoch: u64, rank: u32) -> FlightData {
-    FlightData::new().with_app_metadata(
-        serde_json::json!({"end": kind, "epoch": epoch, "rank": rank}).to_string(),
-    )
+    /// The end marker: a batch of zero rows (which every Flight client decodes) whose metadata
+    /// is `{"end": kind, "epoch": e, "rank": r}`.
+    fn end(
+        &mut self,
+        schema: &Arc<Schema>,
+        kind: &str,
+        epoch: u64,
+        rank: u32,
+    ) -> std::result::Result<FlightData, Status> {
+        let empty = arrow::record_batch::RecordBatch::new_empty(schema.clone());
+        let (_, data) = self
+            .generator
+            .encode(&empty, &mut self.tracker, &self.options, &mut self.context)
+            .map_err(|e| Status::internal(format!("encoding the end marker: {e}")))?;
+        let meta = serde_json::json!({"end": kind, "epoch": epoch, "rank": rank});
+        Ok(FlightData::from(data).with_app_metadata(meta.to_string()))
+    }
 }
 
 type FlightStream<T> = Pin<Box<dyn Stream<Item = std::result::Result<T, Status>> + Send>>;
@@ -625,7 +637,7 @@ impl FlightService for Service {
             }
             if ends_after_replay {
                 lease.complete();
-                yield Ok(end_message("epoch", epoch, rank));
+                yield enc.end(&schema, "epoch", epoch, rank);
                 return;
             }
             loop {
@@ -639,12 +651,12 @@ impl FlightService for Service {
                         };
                         tokio::select! {
                             biased;
-                            i = rx.recv() => i,
                             _ = shutdown.draining() => {
                                 lease.complete();
-                                yield Ok(end_message("shutdown", epoch, rank));
+                                yield enc.end(&schema, "shutdown", epoch, rank);
                                 return;
                             }
+                            i = rx.recv() => i,
                         }
                     }
                 };
@@ -654,14 +666,14 @@ impl FlightService for Service {
                         lease.complete();
                         shared.record_closed(rank);
                         let kind = if shared.shutdown.is_draining() { "shutdown" } else { "epoch" };
-                        yield Ok(end_message(kind, epoch, rank));
+                        yield enc.end(&schema, kind, epoch, rank);
                         return;
                     }
                     Some(Item::EpochEnd { epoch: e }) => {
                         shared.record_epoch_end(rank, e);
                         if e >= epoch {
                             lease.complete();
-                            yield Ok(end_message("epoch", epoch, rank));
+                            yield enc.end(&schema, "epoch", epoch, rank);
                             return;
                         }
                     }
