@@ -78,9 +78,10 @@ class FlightBatches:
     """Iterates over ``(pyarrow.RecordBatch, meta)`` for one rank and one epoch.
 
     ``meta`` is the server's per-batch JSON: ``epoch``, ``seq`` (position in the epoch),
-    ``index`` (position in the first pass, the same in every epoch) and ``rows``. After the
-    iteration, ``self.end`` says how the stream ended: ``"epoch"`` (the rank's part of the
-    epoch is complete) or ``"shutdown"`` (the server stopped first).
+    ``index`` (position in the first pass, the same in every epoch) and ``rows``. The stream
+    ends with a zero-row batch whose metadata is ``{"end": ...}`` (not yielded); after the
+    iteration, ``self.end`` says how it ended: ``"epoch"`` (the rank's part of the epoch is
+    complete) or ``"shutdown"`` (the server stopped first).
     """
 
     def __init__(
@@ -141,8 +142,8 @@ class FlightBatches:
                         return
                     self.waited += time.perf_counter() - t0
                     meta = json.loads(chunk.app_metadata.to_pybytes()) if chunk.app_metadata else {}
-                    if chunk.data is None:
-                        self.end = meta.get("end")
+                    if "end" in meta:  # the end marker: a zero-row batch
+                        self.end = meta["end"]
                         continue
                     self.after = meta["seq"]
                     received += 1
