@@ -948,3 +948,66 @@ fn flight_same_seed_same_batches_per_rank() {
         .collect();
     assert_eq!(union.len(), 2000);
 }
+
+#[test]
+fn flight_upstream_failure_reaches_the_trainer_as_an_error() {
+    let d = tmp();
+    let input = d.path().join("docs.parquet");
+    write_docs(&input, 0, 10, 10);
+    let port = free_port();
+    let p = Pipeline::from_yaml(&flight_only_yaml(&input, port, ""), &[]).unwrap();
+    // Two batches, then (once the trainer has its first batch) an error.
+    let (fail_tx, fail_rx) = tokio::sync::oneshot::channel::<()>();
+    let src: BatchStream = Box::pin(async_stream::stream! {
+        yield Ok(Batch::new(docs_batch(0, 300), 0, Arc::from("gen"), 0));
+        yield Ok(Batch::new(docs_batch(300, 300), 1, Arc::from("gen"), 300));
+        let _ = fail_rx.await;
+        yield Err(tripline::Error::Other("boom: the source broke".into()));
+    });
+    let rt = runtime();
+    rt.block_on(async {
+        let run = start(
+            p,
+            RunOptions {
+                sources: HashMap::from([("docs".to_string(), src)]),
+                ..Default::default()
+            },
+        );
+        let mut c = connect(port).await;
+        let s = c
+            .do_get(ticket(json!({"rank": 0, "world_size": 1, "epoch": 0})))
+            .await
+            .unwrap();
+        let mut s = s.into_inner();
+        let mut fail_tx = Some(fail_tx);
+        let mut rows = 0;
+        let mut outcome = None;
+        while let Some(d) = s.next().await {
+            match d {
+                Ok(d) => {
+                    if let DecodedPayload::RecordBatch(b) = d.payload {
+                        let m: Value = serde_json::from_slice(&d.inner.app_metadata).unwrap();
+                        assert!(
+                            m.get("end").is_none(),
+                            "clean end of an incomplete epoch: {m}"
+                        );
+                        rows += b.num_rows();
+                        if let Some(tx) = fail_tx.take() {
+                            tx.send(()).unwrap();
+                        }
+                    }
+                }
+                Err(e) => {
+                    outcome = Some(e);
+                    break;
+                }
+            }
+        }
+        assert!(
+            outcome.is_some(),
+            "the stream must end with an error, got {rows} rows"
+        );
+        let e = run.join().await.unwrap().unwrap_err().to_string();
+        assert!(e.contains("boom: the source broke"), "{e}");
+    });
+}

@@ -134,7 +134,8 @@ fn python_ranks_receive_disjoint_batches_whose_union_is_the_shards() {
     let rest: Vec<String> = log.try_iter().collect();
     assert!(status.success(), "serve failed:\n{}", rest.join("\n"));
     assert!(
-        rest.iter().any(|l| l.contains("disconnected during epoch 0")),
+        rest.iter()
+            .any(|l| l.contains("disconnected during epoch 0")),
         "the server logs rank 0's disconnect:\n{}",
         rest.join("\n")
     );
@@ -155,12 +156,21 @@ fn python_ranks_receive_disjoint_batches_whose_union_is_the_shards() {
                     continue;
                 }
                 assert_eq!(b["seq"].as_u64().unwrap() % 2, rank as u64);
-                union.extend(b["ids"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()));
+                union.extend(
+                    b["ids"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|v| v.as_i64().unwrap()),
+                );
             }
         }
         let n = union.len();
         union.sort();
         assert_eq!(n, 7000, "epoch {epoch}: no row twice");
-        assert_eq!(union, want, "epoch {epoch}: the union is the recorded output");
+        assert_eq!(
+            union, want,
+            "epoch {epoch}: the union is the recorded output"
+        );
     }
 }

@@ -100,6 +100,8 @@ pub(crate) struct Shared {
     finished: watch::Sender<u32>,
     shutdown: ShutdownSignal,
     metrics: Arc<ComponentMetrics>,
+    /// Why the feed failed, when it did: open streams end with this error.
+    failure: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -118,6 +120,15 @@ impl Shared {
         inner.fixed_by = by;
         self.senders.send_replace(Some(senders));
         self.metrics.set_detail("world_size", ws);
+    }
+
+    /// The status of a stream cut short because the pipeline failed or was cancelled.
+    fn stopped_status(&self, epoch: u64) -> Status {
+        let why = self.failure.lock().expect("flight state").clone();
+        Status::aborted(format!(
+            "the pipeline stopped before epoch {epoch} was complete: {}",
+            why.as_deref().unwrap_or("it failed or was cancelled")
+        ))
     }
 
     fn check_auth<T>(&self, req: &Request<T>) -> std::result::Result<(), Status> {
@@ -653,7 +664,13 @@ impl FlightService for Service {
                             biased;
                             _ = shutdown.draining() => {
                                 lease.complete();
-                                yield enc.end(&schema, "shutdown", epoch, rank);
+                                if shared.shutdown.is_draining() {
+                                    yield enc.end(&schema, "shutdown", epoch, rank);
+                                } else {
+                                    // The run ended without a drain request: it failed or was
+                                    // cancelled.
+                                    yield Err(shared.stopped_status(epoch));
+                                }
                                 return;
                             }
                             i = rx.recv() => i,
@@ -662,8 +679,12 @@ impl FlightService for Service {
                 };
                 match item {
                     None => {
-                        // The feed stopped: all epochs routed, or drained.
+                        // The feed stopped: all epochs routed, drained, or failed.
                         lease.complete();
+                        if shared.failure.lock().expect("flight state").is_some() {
+                            yield Err(shared.stopped_status(epoch));
+                            return;
+                        }
                         shared.record_closed(rank);
                         let kind = if shared.shutdown.is_draining() { "shutdown" } else { "epoch" };
                         yield enc.end(&schema, kind, epoch, rank);
@@ -764,6 +785,7 @@ pub(crate) async fn serve(
         finished,
         shutdown: ctx.shutdown.clone(),
         metrics: metrics.clone(),
+        failure: Mutex::new(None),
     });
     if let Some(ws) = cfg.world_size {
         let mut inner = shared.inner.lock().expect("flight state");
@@ -813,7 +835,11 @@ pub(crate) async fn serve(
         Some(metrics.clone()),
     )
     .await;
-    // Close the queues: streams deliver what is queued, then end.
+    // Close the queues: streams deliver what is queued, then end (with an error when the
+    // pipeline failed).
+    if let Err(e) = &report {
+        *shared.failure.lock().expect("flight state") = Some(e.to_string());
+    }
     shared.senders.send_replace(None);
     let report = match report {
         Ok(r) => r,
