@@ -119,7 +119,7 @@ class FlightBatches:
         while True:
             try:
                 return client.do_get(self._ticket(), _options(self.token))
-            except flight.FlightError as e:
+            except (flight.FlightError, pa.ArrowException) as e:  # ALREADY_EXISTS: ArrowException
                 # A resumed rank may be refused until the server notices the old connection
                 # closed ("already being served"); anything else is final.
                 if "already being served" in str(e) and time.monotonic() < deadline:
