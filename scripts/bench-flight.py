@@ -18,7 +18,8 @@ Usage:
   scripts/setup-python.sh                        # the venv with pyarrow
   .venv/bin/python scripts/bench-flight.py [--batches 600] [--step-ms 5] [--repeat 3]
 
-Needs only pyarrow + numpy (the project venv). Medians over --repeat runs.
+Needs only pyarrow + numpy (the project venv). Medians over --repeat runs. TRIPLINE_BIN
+overrides the binary (default target/release/tripline).
 """
 
 from __future__ import annotations
@@ -145,7 +146,7 @@ def serve_tripline(data: Path, epochs: int) -> tuple[subprocess.Popen, str, list
         "sinks:\n  trainer:\n    type: flight\n    inputs: [triplets]\n"
         f"    address: 127.0.0.1:0\n    batch_size: {ROWS_PER_BATCH}\n    epochs: {epochs}\n"
         f"    max_buffered_batches: 16\n    spool_dir: {spool}\n")
-    exe = REPO / "target" / "release" / "tripline"
+    exe = Path(os.environ.get("TRIPLINE_BIN", REPO / "target" / "release" / "tripline"))
     if not exe.exists():
         sys.exit(f"{exe} is missing: run `cargo build --release --bin tripline`")
     p = subprocess.Popen([str(exe), "serve", str(yaml)], stderr=subprocess.PIPE, text=True,
