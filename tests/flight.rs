@@ -727,6 +727,14 @@ fn flight_validation_requires_auth_off_loopback() {
         e.contains("must be at least 1 (or `unbounded`)"),
         "epochs: {e}"
     );
+    let e = Pipeline::from_yaml(&flight_only_yaml(&input, 0, "    epochs: forever\n"), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("line 13:13"), "{e}");
+    assert!(
+        e.contains("a number of epochs (at least 1) or `unbounded`"),
+        "{e}"
+    );
     let unbounded = flight_only_yaml(&input, 0, "    epochs: unbounded\n");
     let p = Pipeline::from_yaml(&unbounded, &[]).unwrap();
     match &p.config().sinks["trainer"] {

@@ -66,7 +66,7 @@ pub use feed::{TRAINING_BATCH_KEY, is_training_batch};
 pub use server::Ticket;
 
 /// How many epochs to serve: a number, or `unbounded` (until the server is stopped).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum Epochs {
     /// This many epochs (at least 1).
@@ -81,6 +81,36 @@ pub enum Epochs {
 pub enum Unbounded {
     /// No limit on the number of epochs.
     Unbounded,
+}
+
+impl<'de> Deserialize<'de> for Epochs {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        const EXPECTED: &str = "a number of epochs (at least 1) or `unbounded`";
+        impl serde::de::Visitor<'_> for V {
+            type Value = Epochs;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(EXPECTED)
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<Epochs, E> {
+                Ok(Epochs::Count(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<Epochs, E> {
+                u64::try_from(v)
+                    .map(Epochs::Count)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(v), &EXPECTED))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<Epochs, E> {
+                match v {
+                    "unbounded" => Ok(Epochs::Unbounded(Unbounded::Unbounded)),
+                    other => other.parse::<u64>().map(Epochs::Count).map_err(|_| {
+                        E::invalid_value(serde::de::Unexpected::Str(other), &EXPECTED)
+                    }),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl Epochs {
