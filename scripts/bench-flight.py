@@ -208,12 +208,25 @@ def run_sleep(data: Path, step_ms: float, repeat: int) -> dict:
         runs.append(consume(addr, 0, step_s=step_ms / 1e3))
         if p.wait(timeout=120) != 0:
             sys.exit("tripline serve failed:\n" + "".join(log))
-    s = {m: statistics.median(r[m] for r in runs)
-         for m in ("batches", "seconds", "wait_fraction", "wait_fraction_with_startup")}
+    # The peer: the same consumer against pyarrow's server holding every batch in memory, so
+    # the data is always there: what remains is the cost of read_chunk itself (decoding,
+    # waking up) — the floor for any server.
+    table = ipc.open_file(data).read_all().combine_chunks()
+    peer_runs = []
+    for _ in range(repeat):
+        peer = PeerServer(table)
+        peer_runs.append(consume(f"127.0.0.1:{peer.port}", 0, step_s=step_ms / 1e3))
+        peer.shutdown()
+    keys = ("batches", "seconds", "wait_fraction", "wait_fraction_with_startup")
+    s = {m: statistics.median(r[m] for r in runs) for m in keys}
+    ps = {m: statistics.median(r[m] for r in peer_runs) for m in keys}
     print(f"\n== sleep: {s['batches']:.0f} text batches, {step_ms} ms step, medians of {repeat}")
-    print(f"consumer waited {100 * s['wait_fraction']:.3f}% of its time after the first batch "
-          f"({100 * s['wait_fraction_with_startup']:.3f}% including start-up) over "
+    print(f"tripline: consumer waited {100 * s['wait_fraction']:.3f}% of its time after the "
+          f"first batch ({100 * s['wait_fraction_with_startup']:.3f}% including start-up) over "
           f"{s['seconds']:.2f} s")
+    print(f"pyarrow server (all in memory): {100 * ps['wait_fraction']:.3f}% "
+          f"({100 * ps['wait_fraction_with_startup']:.3f}% including start-up)")
+    s["peer"] = ps
     return s
 
 
