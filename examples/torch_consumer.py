@@ -101,11 +101,12 @@ class FlightBatches:
         self.world_size = world_size
         self.epoch = epoch
         self.token = token
-        self.reconnects = reconnects
+        self.max_reconnects = reconnects
         self.retry_seconds = retry_seconds
         self.after = after
         self.disconnect_after = disconnect_after  # test hook: drop the stream once, resume
         self.end: str | None = None
+        self.reconnects = 0  # streams resumed after a dropped connection
         self.waited = 0.0  # seconds spent waiting for the next batch
 
     def _ticket(self) -> flight.Ticket:
@@ -155,8 +156,9 @@ class FlightBatches:
             except (flight.FlightUnavailableError, flight.FlightCancelledError,
                     flight.FlightInternalError):
                 failures += 1
-                if failures > self.reconnects:
+                if failures > self.max_reconnects:
                     raise
+                self.reconnects += 1
                 client = flight.connect(f"grpc://{self.address}")
 
 
@@ -239,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--disconnect-after", type=int, default=None,
                    help="drop the stream once after this many batches and resume (test hook)")
     args = p.parse_args(argv)
-    report = {"rank": args.rank, "world_size": args.world_size, "batches": [], "ends": []}
+    report = {"rank": args.rank, "world_size": args.world_size, "batches": [], "ends": [],
+              "reconnects": []}
     for epoch in range(args.epochs):
         it = FlightBatches(args.address, args.rank, args.world_size, epoch, args.token,
                            disconnect_after=args.disconnect_after if epoch == 0 else None)
@@ -250,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
             meta["ids"] = [int(x) for x in ids] if ids is not None else None
             report["batches"].append(meta)
         report["ends"].append(it.end)
+        report["reconnects"].append(it.reconnects)
     if args.out:
         with open(args.out, "w") as f:
             json.dump(report, f)

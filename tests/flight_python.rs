@@ -133,12 +133,6 @@ fn python_ranks_receive_disjoint_batches_whose_union_is_the_shards() {
     let status = server.0.wait().unwrap();
     let rest: Vec<String> = log.try_iter().collect();
     assert!(status.success(), "serve failed:\n{}", rest.join("\n"));
-    assert!(
-        rest.iter()
-            .any(|l| l.contains("disconnected during epoch 0")),
-        "the server logs rank 0's disconnect:\n{}",
-        rest.join("\n")
-    );
 
     let mut want = ids(&read_output(&record));
     want.sort();
@@ -147,6 +141,9 @@ fn python_ranks_receive_disjoint_batches_whose_union_is_the_shards() {
         .iter()
         .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
         .collect();
+    // Rank 0 dropped its stream once in epoch 0 and resumed.
+    assert_eq!(reports[0]["reconnects"], serde_json::json!([1, 0]));
+    assert_eq!(reports[1]["reconnects"], serde_json::json!([0, 0]));
     for epoch in 0..2u64 {
         let mut union = Vec::new();
         for (rank, r) in reports.iter().enumerate() {

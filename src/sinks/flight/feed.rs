@@ -261,10 +261,12 @@ async fn unless_drained<F: std::future::Future>(
     }
 }
 
-/// The spool file: the first pass as an Arrow IPC file, removed on drop.
+/// The spool file: the first pass as an Arrow IPC file, removed on drop. Batches are written
+/// by a thread behind a small queue, so disk writes overlap serving.
 struct Spool {
     path: PathBuf,
-    writer: Option<FileWriter<BufWriter<File>>>,
+    tx: Option<mpsc::Sender<RecordBatch>>,
+    done: Option<tokio::sync::oneshot::Receiver<Result<()>>>,
 }
 
 impl Drop for Spool {
@@ -273,7 +275,18 @@ impl Drop for Spool {
     }
 }
 
+/// Batches queued for the spool writer.
+const SPOOL_QUEUE: usize = 4;
+
 impl Spool {
+    fn new(dir: &Path, label: &str) -> Spool {
+        Spool {
+            path: Spool::path_in(dir, label),
+            tx: None,
+            done: None,
+        }
+    }
+
     fn path_in(dir: &Path, label: &str) -> PathBuf {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -290,47 +303,68 @@ impl Spool {
     }
 
     async fn write(&mut self, b: RecordBatch) -> Result<()> {
-        let path = self.path.clone();
-        let writer = self.writer.take();
-        let w = tokio::task::spawn_blocking(move || -> Result<FileWriter<BufWriter<File>>> {
-            let mut w = match writer {
-                Some(w) => w,
-                None => {
-                    if let Some(dir) = path.parent() {
-                        std::fs::create_dir_all(dir)
-                            .map_err(|e| Error::io("creating spool directory", dir, e))?;
-                    }
-                    let f = File::create(&path).map_err(|e| Error::io("creating", &path, e))?;
-                    FileWriter::try_new(BufWriter::with_capacity(1 << 20, f), &b.schema()).map_err(
-                        |e| Error::arrow(format!("starting spool {}", path.display()), e),
-                    )?
+        if self.tx.is_none() {
+            // Create the file here, so that dropping the spool always finds it to remove.
+            let path = self.path.clone();
+            let schema = b.schema();
+            let w = tokio::task::spawn_blocking(move || -> Result<FileWriter<BufWriter<File>>> {
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| Error::io("creating spool directory", dir, e))?;
                 }
-            };
-            w.write(&b)
-                .map_err(|e| Error::arrow(format!("writing spool {}", path.display()), e))?;
-            Ok(w)
-        })
-        .await
-        .map_err(|e| Error::Other(format!("spool writer: {e}")))??;
-        self.writer = Some(w);
+                let f = File::create(&path).map_err(|e| Error::io("creating", &path, e))?;
+                FileWriter::try_new(BufWriter::with_capacity(1 << 20, f), &schema)
+                    .map_err(|e| Error::arrow(format!("starting spool {}", path.display()), e))
+            })
+            .await
+            .map_err(|e| Error::Other(format!("spool writer: {e}")))??;
+            let (tx, mut rx) = mpsc::channel::<RecordBatch>(SPOOL_QUEUE);
+            let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+            let path = self.path.clone();
+            crate::runtime::spawn::thread("tripline-spool-writer".into(), move || {
+                let mut w = w;
+                let ctx = |e| Error::arrow(format!("writing spool {}", path.display()), e);
+                let r = (|| {
+                    while let Some(b) = rx.blocking_recv() {
+                        w.write(&b).map_err(ctx)?;
+                    }
+                    w.finish().map_err(ctx)
+                })();
+                let _ = done_tx.send(r);
+            });
+            self.tx = Some(tx);
+            self.done = Some(done_rx);
+        }
+        let tx = self.tx.as_ref().expect("started above");
+        if tx.send(b).await.is_err() {
+            // The writer stopped early: its error says why.
+            self.tx = None;
+            return Err(self.join().await.err().unwrap_or_else(|| {
+                Error::Other(format!("spool writer for {} stopped", self.path.display()))
+            }));
+        }
         Ok(())
     }
 
+    async fn join(&mut self) -> Result<()> {
+        match self.done.take() {
+            Some(done) => done
+                .await
+                .unwrap_or_else(|_| Err(Error::Other("spool writer thread ended".into()))),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits for every batch to be written and the file to be complete; returns its size.
     async fn finish(&mut self) -> Result<u64> {
-        let Some(mut w) = self.writer.take() else {
+        if self.done.is_none() {
             return Ok(0);
-        };
-        let path = self.path.clone();
-        tokio::task::spawn_blocking(move || -> Result<u64> {
-            w.finish()
-                .map_err(|e| Error::arrow(format!("finishing spool {}", path.display()), e))?;
-            drop(w);
-            std::fs::metadata(&path)
-                .map(|m| m.len())
-                .map_err(|e| Error::io("reading", &path, e))
-        })
-        .await
-        .map_err(|e| Error::Other(format!("spool writer: {e}")))?
+        }
+        self.tx = None;
+        self.join().await?;
+        std::fs::metadata(&self.path)
+            .map(|m| m.len())
+            .map_err(|e| Error::io("reading", &self.path, e))
     }
 
     /// Reads the spooled batches in `order` on a thread, a couple ahead.
@@ -454,10 +488,8 @@ async fn feed_inner(
         return Ok(report);
     };
 
-    let mut spool = (settings.epochs != Epochs::Count(1)).then(|| Spool {
-        path: Spool::path_in(&settings.spool_dir, &settings.label),
-        writer: None,
-    });
+    let mut spool = (settings.epochs != Epochs::Count(1))
+        .then(|| Spool::new(&settings.spool_dir, &settings.label));
     let mut rebatcher = Rebatcher::new(settings.batch_size);
     let mut ready = Vec::new();
     let mut seq = 0u64;
