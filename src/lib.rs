@@ -18,7 +18,9 @@
 //!   ([`runtime::pool`]), cancellation, metrics, progress, quarantine.
 //! * [`sources`] — `parquet` and `arrow_ipc`.
 //! * [`stages`] — transformations (`clean`).
-//! * [`sinks`] — `parquet_shards` and its [`manifest`](sinks::manifest).
+//! * [`sinks`] — `parquet_shards` and its [`manifest`](sinks::manifest); [`flight`](sinks::flight),
+//!   an Arrow Flight server feeding trainer processes; [`channel`](sinks::channel), training
+//!   batches for a trainer in the same process.
 //! * [`inspect`] — verifying an output directory against its manifest.
 //! * [`batch`], [`stream`] — what flows between components, and the stream contract.
 //! * [`error`] — the one error type.

@@ -41,6 +41,18 @@ enum Command {
         #[arg(long, default_value = "auto")]
         progress: String,
     },
+    /// Validate and run a pipeline that has a `flight` sink; serve until every epoch has been
+    /// consumed or Ctrl-C.
+    Serve {
+        /// The pipeline file.
+        file: PathBuf,
+        /// Override a key, as for `run`. Repeatable.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Replace the contents of non-empty output directories (of a tee'd `parquet_shards`).
+        #[arg(long)]
+        overwrite: bool,
+    },
     /// Check pipeline files without running them; reports every problem.
     Validate {
         /// Pipeline files.
@@ -107,7 +119,20 @@ fn main() -> ExitCode {
             metrics_json,
             workers,
             progress,
-        } => run(file, set, overwrite, metrics_json, workers, &progress),
+        } => run(
+            file,
+            set,
+            overwrite,
+            metrics_json,
+            workers,
+            &progress,
+            false,
+        ),
+        Command::Serve {
+            file,
+            set,
+            overwrite,
+        } => run(file, set, overwrite, None, None, "log", true),
     };
     ExitCode::from(code as u8)
 }
@@ -138,6 +163,7 @@ fn run(
     metrics_json: Option<PathBuf>,
     workers: Option<usize>,
     progress: &str,
+    serve: bool,
 ) -> i32 {
     let progress = match progress {
         "auto" => ProgressMode::Auto,
@@ -157,6 +183,19 @@ fn run(
     };
     for w in &pipeline.plan().warnings {
         eprintln!("{w}");
+    }
+    if serve
+        && !pipeline
+            .config()
+            .sinks
+            .values()
+            .any(|s| s.kind() == "flight")
+    {
+        eprintln!(
+            "error: {} has no `flight` sink to serve; add one or use `tripline run`",
+            file.display()
+        );
+        return 2;
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -1,5 +1,6 @@
 //! Sinks: where results leave a pipeline.
 
+pub mod channel;
 pub mod flight;
 pub mod manifest;
 pub mod parquet_shards;
