@@ -286,7 +286,9 @@ impl<'de> Deserialize<'de> for KeyText {
                 Ok(KeyText(v.to_string()))
             }
         }
-        d.deserialize_any(V)
+        // `deserialize_str`, not `_any`: a key is text as written, so YAML 1.1 boolean
+        // spellings (`n`, `y`, `on`, `off`) stay keys instead of turning into `false`/`true`.
+        d.deserialize_str(V)
     }
 }
 

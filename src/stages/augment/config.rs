@@ -631,9 +631,10 @@ impl AugmentOp {
                 "kernel_size".into(),
                 format!("must be odd and at most 255, got {k}"),
             )),
-            Encode { quality, .. } if !(1..=100).contains(quality) => {
-                out.push(("quality".into(), format!("must be in 1..=100, got {quality}")))
-            }
+            Encode { quality, .. } if !(1..=100).contains(quality) => out.push((
+                "quality".into(),
+                format!("must be in 1..=100, got {quality}"),
+            )),
             ToTensor { std, .. } if std.iter().any(|s| !(*s > 0.0) || !s.is_finite()) => {
                 out.push(("std".into(), format!("must be > 0, got {std:?}")))
             }

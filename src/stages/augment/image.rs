@@ -31,7 +31,8 @@ impl Img {
     /// # Errors
     /// A message saying why the bytes are not a decodable image.
     pub fn decode(bytes: &[u8]) -> Result<Img, String> {
-        let img = image::load_from_memory(bytes).map_err(|e| format!("cannot decode image: {e}"))?;
+        let img =
+            image::load_from_memory(bytes).map_err(|e| format!("cannot decode image: {e}"))?;
         let rgb = img.into_rgb8();
         let (w, h) = rgb.dimensions();
         if w == 0 || h == 0 {
@@ -72,6 +73,7 @@ impl Img {
         r.map_err(|e| format!("cannot encode image: {e}"))
     }
 
+    #[cfg(test)]
     fn px(&self, x: u32, y: u32) -> [u8; 3] {
         let i = ((y * self.w + x) * 3) as usize;
         [self.data[i], self.data[i + 1], self.data[i + 2]]
@@ -308,7 +310,8 @@ impl ImagePipeline {
                             saturation,
                             hue,
                         } => {
-                            let j = Jitter::draw(*brightness, *contrast, *saturation, *hue, &mut rng);
+                            let j =
+                                Jitter::draw(*brightness, *contrast, *saturation, *hue, &mut rng);
                             j.apply(&mut s.work);
                         }
                         ImgOp::Grayscale => grayscale(&mut s.work),
@@ -335,7 +338,13 @@ impl ImagePipeline {
     ///
     /// # Panics
     /// When the output is not a tensor.
-    pub fn tensor_of(&self, img: &Img, resizer: &mut Resizer, spare: &mut Vec<u8>, out: &mut Vec<f32>) {
+    pub fn tensor_of(
+        &self,
+        img: &Img,
+        resizer: &mut Resizer,
+        spare: &mut Vec<u8>,
+        out: &mut Vec<f32>,
+    ) {
         let ImageOutput::Tensor {
             size,
             mean,
@@ -349,7 +358,13 @@ impl ImagePipeline {
         let img = if img.h == size[0] && img.w == size[1] {
             img
         } else {
-            resized = resize_into(resizer, img, (0, 0, img.w, img.h), size, std::mem::take(spare));
+            resized = resize_into(
+                resizer,
+                img,
+                (0, 0, img.w, img.h),
+                size,
+                std::mem::take(spare),
+            );
             &resized
         };
         let scale: [f32; 3] = std::array::from_fn(|c| 1.0 / (255.0 * std[c]));
@@ -405,9 +420,15 @@ pub fn crop_box(
     // Fallback: the largest centred crop whose ratio is within range.
     let in_ratio = width as f64 / height as f64;
     let (w, h) = if in_ratio < ratio[0] {
-        (width, ((width as f64 / ratio[0]).round() as u32).clamp(1, height))
+        (
+            width,
+            ((width as f64 / ratio[0]).round() as u32).clamp(1, height),
+        )
     } else if in_ratio > ratio[1] {
-        (((height as f64 * ratio[1]).round() as u32).clamp(1, width), height)
+        (
+            ((height as f64 * ratio[1]).round() as u32).clamp(1, width),
+            height,
+        )
     } else {
         (width, height)
     };
@@ -743,7 +764,10 @@ mod tests {
         }
         // Scale [1, 1] with the image's own ratio: the whole image.
         let mut rng = OpRng::new(1, 0);
-        assert_eq!(crop_box(40, 30, [1.0, 1.0], [4.0 / 3.0, 4.0 / 3.0], &mut rng), (0, 0, 40, 30));
+        assert_eq!(
+            crop_box(40, 30, [1.0, 1.0], [4.0 / 3.0, 4.0 / 3.0], &mut rng),
+            (0, 0, 40, 30)
+        );
     }
 
     #[test]
@@ -836,7 +860,9 @@ mod tests {
         let mut edge = Img {
             w: 8,
             h: 1,
-            data: (0..8).flat_map(|x| if x < 4 { [0u8; 3] } else { [255u8; 3] }).collect(),
+            data: (0..8)
+                .flat_map(|x| if x < 4 { [0u8; 3] } else { [255u8; 3] })
+                .collect(),
         };
         gaussian_blur(&mut edge, 1.0, Some(5), &mut tmp);
         assert!(edge.px(3, 0)[0] > 0 && edge.px(4, 0)[0] < 255);

@@ -125,10 +125,10 @@ fn family_type_name(family: OpFamily) -> &'static str {
 
 fn check(cfg: &AugmentStageConfig, input: &SchemaRef, problems: &mut Vec<PlanProblem>) {
     if cfg.workers == Some(0) {
-        problems.push((key(&["workers"]), "must be at least 1".into()));
+        problems.push((key(&["workers"]), "`workers` must be at least 1".into()));
     }
     if cfg.views == 0 {
-        problems.push((key(&["views"]), "must be at least 1".into()));
+        problems.push((key(&["views"]), "`views` must be at least 1".into()));
     }
     super::require_column(
         input,
@@ -164,7 +164,6 @@ fn check(cfg: &AugmentStageConfig, input: &SchemaRef, problems: &mut Vec<PlanPro
                 col_key(&[]),
                 "the id column cannot be augmented (its value seeds the augmentation)".into(),
             ));
-            continue;
         }
         let Some(first) = ops.first() else {
             problems.push((col_key(&[]), "needs at least one op".into()));
@@ -190,11 +189,15 @@ fn check(cfg: &AugmentStageConfig, input: &SchemaRef, problems: &mut Vec<PlanPro
             if op.is_terminal() && i + 1 != ops.len() {
                 problems.push((
                     col_key(&[&idx, "op"]),
-                    format!("`{}` decides the output form and must be the last op", op.name()),
+                    format!(
+                        "`{}` decides the output form and must be the last op",
+                        op.name()
+                    ),
                 ));
             }
             for (param, msg) in op.check() {
-                problems.push((col_key(&[&idx, &param]), msg));
+                let text = format!("`{param}` of `{}`: {msg}", op.name());
+                problems.push((col_key(&[&idx, &param]), text));
             }
         }
         if !mixed {
@@ -230,7 +233,7 @@ fn check(cfg: &AugmentStageConfig, input: &SchemaRef, problems: &mut Vec<PlanPro
             ));
         }
         if *dim == 0 {
-            problems.push((key(&["dims", col]), "must be at least 1".into()));
+            problems.push((key(&["dims", col]), "a dimension must be at least 1".into()));
         }
     }
 }
@@ -246,13 +249,20 @@ fn output_schema_unchecked(cfg: &AugmentStageConfig, input: &SchemaRef) -> Schem
         match tensor {
             Some(len) => fields.push(Arc::new(Field::new(
                 f.name(),
-                DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Float32, false)), len),
+                DataType::FixedSizeList(
+                    Arc::new(Field::new("item", DataType::Float32, false)),
+                    len,
+                ),
                 f.is_nullable(),
             ))),
             None => fields.push(f.clone()),
         }
         if f.name() == &cfg.id_column {
-            fields.push(Arc::new(Field::new(&cfg.view_column, DataType::UInt32, false)));
+            fields.push(Arc::new(Field::new(
+                &cfg.view_column,
+                DataType::UInt32,
+                false,
+            )));
         }
     }
     Arc::new(Schema::new_with_metadata(fields, input.metadata().clone()))
@@ -374,7 +384,9 @@ impl Augmenter {
         let mut inputs: Vec<ColIn<'_>> = Vec::with_capacity(self.columns.len());
         let mut outs: Vec<ColOut> = Vec::with_capacity(self.columns.len());
         for c in &self.columns {
-            let arr = data.column_by_name(&c.name).ok_or_else(|| missing(&c.name))?;
+            let arr = data
+                .column_by_name(&c.name)
+                .ok_or_else(|| missing(&c.name))?;
             let (i, o) = ColIn::new(arr, &c.kind, n * per_row)?;
             inputs.push(i);
             outs.push(o);
@@ -403,8 +415,14 @@ impl Augmenter {
                             });
                         }
                         OnError::Skip => {
-                            self.quarantine
-                                .write(&self.name, &b.meta.origin, at, data, row, &reason)?;
+                            self.quarantine.write(
+                                &self.name,
+                                &b.meta.origin,
+                                at,
+                                data,
+                                row,
+                                &reason,
+                            )?;
                             skipped += 1;
                             continue;
                         }
@@ -415,18 +433,35 @@ impl Augmenter {
             for view in 0..k {
                 for (ci, c) in self.columns.iter().enumerate() {
                     let key = rng::record_key(self.seed, c.hash, id, view);
-                    self.augment_one(c, &inputs[ci], &mut outs[ci], row, decoded[ci].as_ref(), key, &mut scratch)
-                        .map_err(|e| Error::Other(format!("column `{}`: {e}", c.name)))?;
+                    self.augment_one(
+                        c,
+                        &inputs[ci],
+                        &mut outs[ci],
+                        row,
+                        decoded[ci].as_ref(),
+                        key,
+                        &mut scratch,
+                    )
+                    .map_err(|e| Error::Other(format!("column `{}`: {e}", c.name)))?;
                 }
             }
             if self.cfg.keep_original {
                 for (ci, c) in self.columns.iter().enumerate() {
-                    original_one(c, &inputs[ci], &mut outs[ci], row, decoded[ci].as_ref(), &mut scratch);
+                    original_one(
+                        c,
+                        &inputs[ci],
+                        &mut outs[ci],
+                        row,
+                        decoded[ci].as_ref(),
+                        &mut scratch,
+                    );
                 }
             }
         }
         if skipped > 0 {
-            self.metrics.rows_skipped.fetch_add(skipped, Ordering::Relaxed);
+            self.metrics
+                .rows_skipped
+                .fetch_add(skipped, Ordering::Relaxed);
         }
 
         // Assemble the columns in output-schema order.
@@ -436,16 +471,13 @@ impl Augmenter {
                 good.iter().flat_map(|&r| std::iter::repeat_n(r, per_row)),
             )
         });
-        let views = UInt32Array::from_iter_values(
-            good.iter().flat_map(|_| 0..per_row as u32),
-        );
+        let views = UInt32Array::from_iter_values(good.iter().flat_map(|_| 0..per_row as u32));
         let mut built: HashMap<&str, ArrayRef> = HashMap::new();
-        for ((c, o), f) in self
-            .columns
-            .iter()
-            .zip(outs)
-            .zip(self.columns.iter().map(|c| out_schema.field_with_name(&c.name)))
-        {
+        for ((c, o), f) in self.columns.iter().zip(outs).zip(
+            self.columns
+                .iter()
+                .map(|c| out_schema.field_with_name(&c.name)),
+        ) {
             let f = f.map_err(|e| Error::arrow("augment output", e))?;
             built.insert(c.name.as_str(), o.finish(f)?);
         }
@@ -472,7 +504,12 @@ impl Augmenter {
 
     /// Checks (and for images decodes) every augmented value of `row`; returns the reason when
     /// the row is bad.
-    fn prepare(&self, row: usize, inputs: &[ColIn<'_>], decoded: &mut [Option<Img>]) -> Option<String> {
+    fn prepare(
+        &self,
+        row: usize,
+        inputs: &[ColIn<'_>],
+        decoded: &mut [Option<Img>],
+    ) -> Option<String> {
         for (ci, c) in self.columns.iter().enumerate() {
             let input = &inputs[ci];
             if input.is_null(row) {
@@ -540,11 +577,21 @@ impl Augmenter {
                 out.push_str(&s.text.out);
             }
             (ColumnKind::Image(p), ColOut::Tensor(values, _)) => {
-                p.apply(decoded.expect("decoded in prepare"), key, &mut s.image, values)?;
+                p.apply(
+                    decoded.expect("decoded in prepare"),
+                    key,
+                    &mut s.image,
+                    values,
+                )?;
             }
             (ColumnKind::Image(p), out) => {
                 let mut unused = Vec::new();
-                p.apply(decoded.expect("decoded in prepare"), key, &mut s.image, &mut unused)?;
+                p.apply(
+                    decoded.expect("decoded in prepare"),
+                    key,
+                    &mut s.image,
+                    &mut unused,
+                )?;
                 out.push_bytes(&s.image.encoded);
             }
             (ColumnKind::Vector(p, _), ColOut::Vector { values, lengths }) => {
@@ -597,12 +644,18 @@ fn read_ids(col: &ArrayRef) -> Vec<Option<u64>> {
     use arrow::datatypes::*;
     macro_rules! ids {
         ($t:ty) => {
-            col.as_primitive::<$t>().iter().map(|v| v.map(|v| v as i64 as u64)).collect()
+            col.as_primitive::<$t>()
+                .iter()
+                .map(|v| v.map(|v| v as i64 as u64))
+                .collect()
         };
     }
     macro_rules! uids {
         ($t:ty) => {
-            col.as_primitive::<$t>().iter().map(|v| v.map(|v| v as u64)).collect()
+            col.as_primitive::<$t>()
+                .iter()
+                .map(|v| v.map(|v| v as u64))
+                .collect()
         };
     }
     match col.data_type() {
@@ -648,34 +701,64 @@ impl<'a> ColIn<'a> {
             (DataType::Utf8, ColumnKind::Text(_)) => {
                 let a = arr.as_string::<i32>();
                 let bytes = a.value_data().len();
-                (ColIn::Str32(a), ColOut::Str32(GenericStringBuilder::with_capacity(capacity, bytes * capacity / a.len().max(1) + 64)))
+                (
+                    ColIn::Str32(a),
+                    ColOut::Str32(GenericStringBuilder::with_capacity(
+                        capacity,
+                        bytes * capacity / a.len().max(1) + 64,
+                    )),
+                )
             }
             (DataType::LargeUtf8, ColumnKind::Text(_)) => {
                 let a = arr.as_string::<i64>();
                 let bytes = a.value_data().len();
-                (ColIn::Str64(a), ColOut::Str64(GenericStringBuilder::with_capacity(capacity, bytes * capacity / a.len().max(1) + 64)))
+                (
+                    ColIn::Str64(a),
+                    ColOut::Str64(GenericStringBuilder::with_capacity(
+                        capacity,
+                        bytes * capacity / a.len().max(1) + 64,
+                    )),
+                )
             }
-            (DataType::Binary, ColumnKind::Image(p)) => {
-                (ColIn::Bin32(arr.as_binary::<i32>()), ColOut::for_image(p, false, capacity))
-            }
-            (DataType::LargeBinary, ColumnKind::Image(p)) => {
-                (ColIn::Bin64(arr.as_binary::<i64>()), ColOut::for_image(p, true, capacity))
-            }
+            (DataType::Binary, ColumnKind::Image(p)) => (
+                ColIn::Bin32(arr.as_binary::<i32>()),
+                ColOut::for_image(p, false, capacity),
+            ),
+            (DataType::LargeBinary, ColumnKind::Image(p)) => (
+                ColIn::Bin64(arr.as_binary::<i64>()),
+                ColOut::for_image(p, true, capacity),
+            ),
             (DataType::FixedSizeList(_, dim), ColumnKind::Vector(..)) => {
                 let a = arr.as_fixed_size_list();
-                let values = a.values().as_primitive::<arrow::datatypes::Float32Type>().values();
+                let values = a
+                    .values()
+                    .as_primitive::<arrow::datatypes::Float32Type>()
+                    .values();
                 let dim = *dim as usize;
                 (
-                    ColIn::Fixed { arr: a, values, dim },
-                    ColOut::Vector { values: Vec::with_capacity(capacity * dim), lengths: Vec::with_capacity(capacity) },
+                    ColIn::Fixed {
+                        arr: a,
+                        values,
+                        dim,
+                    },
+                    ColOut::Vector {
+                        values: Vec::with_capacity(capacity * dim),
+                        lengths: Vec::with_capacity(capacity),
+                    },
                 )
             }
             (DataType::List(_), ColumnKind::Vector(..)) => {
                 let a = arr.as_list::<i32>();
-                let values = a.values().as_primitive::<arrow::datatypes::Float32Type>().values();
+                let values = a
+                    .values()
+                    .as_primitive::<arrow::datatypes::Float32Type>()
+                    .values();
                 (
                     ColIn::List { arr: a, values },
-                    ColOut::Vector { values: Vec::new(), lengths: Vec::with_capacity(capacity) },
+                    ColOut::Vector {
+                        values: Vec::new(),
+                        lengths: Vec::with_capacity(capacity),
+                    },
                 )
             }
             _ => return Err(bad()),
@@ -704,7 +787,7 @@ impl<'a> ColIn<'a> {
     fn vector(&self, row: usize) -> &'a [f32] {
         match self {
             ColIn::Fixed { arr, values, dim } => {
-                let start = arr.value_offset(row) as usize;
+                let start = arr.value_offset_at(row) as usize;
                 &values[start..start + dim]
             }
             ColIn::List { arr, values } => {
@@ -723,7 +806,10 @@ enum ColOut {
     Bin32(GenericBinaryBuilder<i32>),
     Bin64(GenericBinaryBuilder<i64>),
     Tensor(Vec<f32>, usize),
-    Vector { values: Vec<f32>, lengths: Vec<usize> },
+    Vector {
+        values: Vec<f32>,
+        lengths: Vec<usize>,
+    },
 }
 
 impl ColOut {
@@ -736,7 +822,9 @@ impl ColOut {
             ImageOutput::Encode { .. } if large => {
                 ColOut::Bin64(GenericBinaryBuilder::with_capacity(capacity, 0))
             }
-            ImageOutput::Encode { .. } => ColOut::Bin32(GenericBinaryBuilder::with_capacity(capacity, 0)),
+            ImageOutput::Encode { .. } => {
+                ColOut::Bin32(GenericBinaryBuilder::with_capacity(capacity, 0))
+            }
         }
     }
 
@@ -767,7 +855,10 @@ impl ColOut {
             ColOut::Bin64(mut b) => Arc::new(b.finish()),
             ColOut::Tensor(values, len) => {
                 let DataType::FixedSizeList(item, _) = field.data_type() else {
-                    return Err(Error::Other(format!("column `{}` is not a tensor", field.name())));
+                    return Err(Error::Other(format!(
+                        "column `{}` is not a tensor",
+                        field.name()
+                    )));
                 };
                 Arc::new(
                     FixedSizeListArray::try_new(

@@ -711,7 +711,10 @@ mod tests {
             punctuation: PunctuationMode::Remove,
             p: 1.0,
         }]);
-        assert_eq!(run(&p, "Hello, WORLD! « Ça » — ÉTÉ…", 0), "hello world ça été");
+        assert_eq!(
+            run(&p, "Hello, WORLD! « Ça » — ÉTÉ…", 0),
+            "hello world ça été"
+        );
         let p = pipeline(vec![AugmentOp::Normalize {
             case: CaseMode::Keep,
             punctuation: PunctuationMode::Ascii,

@@ -71,7 +71,11 @@ impl VectorPipeline {
                     v.iter_mut().for_each(|x| *x *= f);
                 }
                 VecOp::L2Normalize => {
-                    let norm = v.iter().map(|x| (*x as f64) * (*x as f64)).sum::<f64>().sqrt();
+                    let norm = v
+                        .iter()
+                        .map(|x| (*x as f64) * (*x as f64))
+                        .sum::<f64>()
+                        .sqrt();
                     if norm > 0.0 {
                         let inv = (1.0 / norm) as f32;
                         v.iter_mut().for_each(|x| *x *= inv);
