@@ -286,9 +286,7 @@ impl<'de> Deserialize<'de> for KeyText {
                 Ok(KeyText(v.to_string()))
             }
         }
-        // `deserialize_str`, not `_any`: a key is text as written, so YAML 1.1 boolean
-        // spellings (`n`, `y`, `on`, `off`) stay keys instead of turning into `false`/`true`.
-        d.deserialize_str(V)
+        d.deserialize_any(V)
     }
 }
 
@@ -335,7 +333,10 @@ pub fn parse(text: &str) -> Result<Node, NodeError> {
     if text.trim().is_empty() {
         return Ok(Node::new(Value::Map(Vec::new()), None));
     }
-    serde_saphyr::from_str::<Node>(text).map_err(|e| {
+    // YAML 1.2 booleans only (`true`/`false`): `n`, `y`, `on`, `off`, `yes`, `no` stay strings,
+    // so keys such as `n:` and values such as `[x, y]` mean what they say.
+    let options = serde_saphyr::options!(strict_booleans: true);
+    serde_saphyr::from_str_with_options::<Node>(text, options).map_err(|e| {
         let loc = e.location().and_then(|l| loc_of(&l));
         NodeError {
             message: first_line(&e.to_string()),

@@ -210,16 +210,26 @@ impl TextPipeline {
 /// Appends the word ranges of `text[from..]` to `words` (after clearing it).
 fn tokenize(text: &str, from: usize, words: &mut Vec<(u32, u32)>) {
     words.clear();
+    let bytes = text.as_bytes();
     let mut start: Option<usize> = None;
-    for (i, c) in text[from..].char_indices() {
-        let i = i + from;
-        if c.is_whitespace() {
+    let mut i = from;
+    while i < bytes.len() {
+        let b = bytes[i];
+        // ASCII fast path; other characters are decoded to test Unicode White_Space.
+        let (space, len) = if b < 0x80 {
+            (matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0B | 0x0C), 1)
+        } else {
+            let c = text[i..].chars().next().expect("char boundary");
+            (c.is_whitespace(), c.len_utf8())
+        };
+        if space {
             if let Some(st) = start.take() {
                 words.push((st as u32, i as u32));
             }
         } else if start.is_none() {
             start = Some(i);
         }
+        i += len;
     }
     if let Some(st) = start {
         words.push((st as u32, text.len() as u32));
