@@ -635,7 +635,7 @@ impl AugmentOp {
                 "quality".into(),
                 format!("must be in 1..=100, got {quality}"),
             )),
-            ToTensor { std, .. } if std.iter().any(|s| !(*s > 0.0) || !s.is_finite()) => {
+            ToTensor { std, .. } if std.iter().any(|s| !s.is_finite() || *s <= 0.0) => {
                 out.push(("std".into(), format!("must be > 0, got {std:?}")))
             }
             _ => {}

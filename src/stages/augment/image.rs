@@ -377,13 +377,13 @@ impl ImagePipeline {
                     .map(|(i, &v)| v as f32 * scale[i % 3] - shift[i % 3]),
             ),
             TensorLayout::Nchw => {
-                for c in 0..3 {
+                for (c, (sc, sh)) in scale.into_iter().zip(shift).enumerate() {
                     out.extend(
                         img.data
                             .iter()
                             .skip(c)
                             .step_by(3)
-                            .map(|&v| v as f32 * scale[c] - shift[c]),
+                            .map(|&v| v as f32 * sc - sh),
                     );
                 }
             }
@@ -717,8 +717,8 @@ pub fn gaussian_blur(img: &mut Img, sigma: f64, kernel_size: Option<u32>, tmp: &
                 acc[2] += wt * tmp[i + 2];
             }
             let o = ((y * w + x) * 3) as usize;
-            for c in 0..3 {
-                img.data[o + c] = clamp_u8(acc[c]);
+            for (d, a) in img.data[o..o + 3].iter_mut().zip(acc) {
+                *d = clamp_u8(a);
             }
         }
     }

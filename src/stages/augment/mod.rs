@@ -396,12 +396,12 @@ impl Augmenter {
         let mut decoded: Vec<Option<Img>> = vec![None; self.columns.len()];
         let mut good: Vec<u32> = Vec::with_capacity(n);
         let mut skipped = 0u64;
-        for row in 0..n {
-            let reason = match ids[row] {
+        for (row, &maybe_id) in ids.iter().enumerate() {
+            let reason = match maybe_id {
                 None => Some(format!("id column `{}` is null", self.cfg.id_column)),
                 Some(_) => self.prepare(row, &inputs, &mut decoded),
             };
-            let id = match (ids[row], reason) {
+            let id = match (maybe_id, reason) {
                 (Some(id), None) => id,
                 (_, reason) => {
                     let reason = reason.expect("a null id has a reason");
@@ -787,7 +787,7 @@ impl<'a> ColIn<'a> {
     fn vector(&self, row: usize) -> &'a [f32] {
         match self {
             ColIn::Fixed { arr, values, dim } => {
-                let start = arr.value_offset_at(row) as usize;
+                let start = arr.value_offset_at(row);
                 &values[start..start + dim]
             }
             ColIn::List { arr, values } => {
