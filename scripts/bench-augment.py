@@ -31,6 +31,7 @@ Setup (once):
     cargo build --release --bin tripline
 Run:
     /work/peer-venv/bin/python scripts/bench-augment.py [--rows 1000000] [--images 2000]
+(`TRIPLINE_BIN=path` picks another binary than target/release/tripline.)
 """
 
 import argparse
@@ -48,7 +49,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(ROOT, "bench-data", "augment")
-BIN = os.path.join(ROOT, "target", "release", "tripline")
+BIN = os.environ.get("TRIPLINE_BIN", os.path.join(ROOT, "target", "release", "tripline"))
 
 for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ.setdefault(var, "1")
