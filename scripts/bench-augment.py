@@ -177,6 +177,7 @@ def run_tripline(template, input_path, workers, work):
         [BIN, "run", cfg, "--progress", "off", "--set", f"runtime.workers={workers}"],
         check=True,
         stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     dt = time.perf_counter() - t0
     shutil.rmtree(out, ignore_errors=True)
