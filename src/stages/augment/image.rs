@@ -624,9 +624,11 @@ impl Jitter {
     }
 }
 
+/// Rounds half up to the nearest byte value (the same as `round` for the non-negative values
+/// kept); avoids the `roundf` library call on CPUs without SSE4.1.
 #[inline]
 fn clamp_u8(v: f32) -> u8 {
-    v.round().clamp(0.0, 255.0) as u8
+    (v.clamp(0.0, 255.0) + 0.5) as u8
 }
 
 /// Rotates the hue of one pixel by `shift` turns (HSV round trip).
@@ -639,19 +641,28 @@ fn shift_hue(p: [u8; 3], shift: f32) -> [u8; 3] {
     if delta == 0.0 {
         return p;
     }
-    let mut h = if max == r {
-        ((g - b) / delta).rem_euclid(6.0)
+    // Branches instead of `rem_euclid`/`floor` (library calls in this hot loop).
+    let sector = if max == r {
+        let x = (g - b) / delta;
+        if x < 0.0 { x + 6.0 } else { x }
     } else if max == g {
         (b - r) / delta + 2.0
     } else {
         (r - g) / delta + 4.0
-    } / 6.0;
-    h = (h + shift).rem_euclid(1.0);
+    };
+    let mut h = sector / 6.0 + shift;
+    if h >= 1.0 {
+        h -= 1.0;
+    }
+    if h < 0.0 {
+        h += 1.0;
+    }
     let s = delta / max;
     let v = max;
     let h6 = h * 6.0;
-    let i = (h6.floor() as i32).rem_euclid(6);
-    let f = h6 - h6.floor();
+    // h6 >= 0, so truncation is floor.
+    let i = (h6 as i32).min(5);
+    let f = h6 - i as f32;
     let pp = v * (1.0 - s);
     let q = v * (1.0 - s * f);
     let t = v * (1.0 - s * (1.0 - f));
