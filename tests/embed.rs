@@ -327,11 +327,11 @@ fn pooling_mean_cls_and_normalisation_on_a_tiny_model() {
     };
     let input = text_batch(&texts.map(Some));
     let mean = vectors(
-        &run(&[input.clone()], 10, &stage("mean", false)).out,
+        &run(std::slice::from_ref(&input), 10, &stage("mean", false)).out,
         "text_embedding",
     );
     let cls = vectors(
-        &run(&[input.clone()], 10, &stage("cls", false)).out,
+        &run(std::slice::from_ref(&input), 10, &stage("cls", false)).out,
         "text_embedding",
     );
     let unit = vectors(
@@ -569,7 +569,7 @@ fn existing_embeddings_are_reused_when_valid() {
     cols.push(Arc::new(existing));
     let b = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap();
 
-    let e = run_err(&[b.clone()], &minilm_stage(""));
+    let e = run_err(std::slice::from_ref(&b), &minilm_stage(""));
     assert!(
         e.contains("already has a column `text_embedding`") && e.contains("reuse_existing"),
         "{e}"
@@ -603,7 +603,7 @@ fn bad_model_files_are_reported_before_running() {
     let model = m.join("model.onnx");
 
     let e = run_err(
-        &[b.clone()],
+        std::slice::from_ref(&b),
         &stage(Path::new("/nonexistent/model.onnx"), &tok, ""),
     );
     assert!(
@@ -614,7 +614,7 @@ fn bad_model_files_are_reported_before_running() {
     assert!(e.contains("stage `embed`"), "{e}");
 
     let e = run_err(
-        &[b.clone()],
+        std::slice::from_ref(&b),
         &stage(&model, Path::new("/nonexistent/tokenizer.json"), ""),
     );
     assert!(
@@ -625,18 +625,21 @@ fn bad_model_files_are_reported_before_running() {
     let dir = tmp();
     let garbage = dir.path().join("garbage.onnx");
     std::fs::write(&garbage, b"this is not a protobuf at all \xff\xfe").unwrap();
-    let e = run_err(&[b.clone()], &stage(&garbage, &tok, ""));
+    let e = run_err(std::slice::from_ref(&b), &stage(&garbage, &tok, ""));
     assert!(e.contains("is not an ONNX model"), "{e}");
     let bad_tok = dir.path().join("tokenizer.json");
     std::fs::write(&bad_tok, "{\"not\": \"a tokenizer\"}").unwrap();
-    let e = run_err(&[b.clone()], &stage(&model, &bad_tok, ""));
+    let e = run_err(std::slice::from_ref(&b), &stage(&model, &bad_tok, ""));
     assert!(
         e.contains("is not a valid HuggingFace tokenizer.json"),
         "{e}"
     );
 
     // A vector model given a text column: its inputs do not match.
-    let e = run_err(&[b.clone()], &stage(&data("tiny_vector.onnx"), &tok, ""));
+    let e = run_err(
+        std::slice::from_ref(&b),
+        &stage(&data("tiny_vector.onnx"), &tok, ""),
+    );
     assert!(
         e.contains("a text model must take `input_ids`") && e.contains("`x` float32 [?, 3]"),
         "{e}"
@@ -661,7 +664,10 @@ fn bad_model_files_are_reported_before_running() {
         "{e}"
     );
     // Unknown device, missing column.
-    let e = run_err(&[b.clone()], &stage(&model, &tok, "    device: tpu\n"));
+    let e = run_err(
+        std::slice::from_ref(&b),
+        &stage(&model, &tok, "    device: tpu\n"),
+    );
     assert!(e.contains("unknown device `tpu`"), "{e}");
     let e = run_err(&[b], &stage(&model, &tok, "").replace("[text]", "[txt]"));
     assert!(
@@ -675,7 +681,7 @@ fn cuda_requested_without_a_cuda_runtime_is_an_error_and_auto_falls_back() {
     require_ort();
     let b = text_batch(&[Some("hello")]);
     let cuda_available = match try_run(
-        &[b.clone()],
+        std::slice::from_ref(&b),
         10,
         &minilm_stage("").replace("device: cpu", "device: cuda"),
     ) {

@@ -107,6 +107,15 @@ struct Chunk {
     tokens: usize,
 }
 
+/// A model batch before it is tied to its window.
+struct ChunkSpec {
+    column: usize,
+    rows: Vec<usize>,
+    inputs: Vec<(String, Vec<i64>, InputData)>,
+    mask: Option<Vec<i64>>,
+    tokens: usize,
+}
+
 /// Sets `cancelled` when the stream is dropped.
 struct CancelOnDrop(Arc<Stage>);
 
@@ -629,13 +638,7 @@ fn prepare(stage: &Arc<Stage>, window: Window) -> (Arc<WindowState>, Vec<Chunk>)
         let bi = starts.partition_point(|s| *s <= g) - 1;
         (bi, g - starts[bi])
     };
-    let mut chunks_spec: Vec<(
-        usize,
-        Vec<usize>,
-        Vec<(String, Vec<i64>, InputData)>,
-        Option<Vec<i64>>,
-        usize,
-    )> = Vec::new();
+    let mut chunks_spec: Vec<ChunkSpec> = Vec::new();
     for (ci, c) in plan.columns.iter().enumerate() {
         match c.kind {
             ColumnKind::Text => {
@@ -715,7 +718,13 @@ fn prepare(stage: &Arc<Stage>, window: Window) -> (Arc<WindowState>, Vec<Chunk>)
                         inputs.push((t.name.clone(), shape.clone(), as_input(t.ty, &types)));
                     }
                     let rows: Vec<usize> = part.iter().map(|&i| rows_ok[i]).collect();
-                    chunks_spec.push((ci, rows, inputs, Some(mask), seq));
+                    chunks_spec.push(ChunkSpec {
+                        column: ci,
+                        rows,
+                        inputs,
+                        mask: Some(mask),
+                        tokens: seq,
+                    });
                 }
             }
             ColumnKind::Image | ColumnKind::Dense(_) => {
@@ -753,13 +762,13 @@ fn prepare(stage: &Arc<Stage>, window: Window) -> (Arc<WindowState>, Vec<Chunk>)
                     let mut shape = vec![n as i64];
                     shape.extend(d.tail.iter().map(|x| *x as i64));
                     let rows = part.iter().map(|(g, _)| *g).collect();
-                    chunks_spec.push((
-                        ci,
+                    chunks_spec.push(ChunkSpec {
+                        column: ci,
                         rows,
-                        vec![(d.name.clone(), shape, InputData::F32(data))],
-                        None,
-                        1,
-                    ));
+                        inputs: vec![(d.name.clone(), shape, InputData::F32(data))],
+                        mask: None,
+                        tokens: 1,
+                    });
                 }
             }
         }
@@ -769,7 +778,7 @@ fn prepare(stage: &Arc<Stage>, window: Window) -> (Arc<WindowState>, Vec<Chunk>)
         chunks_spec.clear();
     }
     stage.stats.rows_embedded.fetch_add(
-        chunks_spec.iter().map(|c| c.1.len() as u64).sum(),
+        chunks_spec.iter().map(|c| c.rows.len() as u64).sum(),
         Ordering::Relaxed,
     );
     let state = Arc::new(WindowState {
@@ -782,14 +791,22 @@ fn prepare(stage: &Arc<Stage>, window: Window) -> (Arc<WindowState>, Vec<Chunk>)
     });
     let chunks = chunks_spec
         .into_iter()
-        .map(|(column, rows, inputs, mask, tokens)| Chunk {
-            window: state.clone(),
-            column,
-            rows,
-            inputs,
-            mask,
-            tokens,
-        })
+        .map(
+            |ChunkSpec {
+                 column,
+                 rows,
+                 inputs,
+                 mask,
+                 tokens,
+             }| Chunk {
+                window: state.clone(),
+                column,
+                rows,
+                inputs,
+                mask,
+                tokens,
+            },
+        )
         .collect();
     (state, chunks)
 }
