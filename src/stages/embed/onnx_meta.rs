@@ -206,3 +206,48 @@ pub(crate) fn read_signature(path: &Path) -> Result<ModelSignature, String> {
     }
     Ok(ModelSignature { inputs, outputs })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(name: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/embed")
+            .join(name)
+    }
+
+    #[test]
+    fn reads_inputs_outputs_and_shapes() {
+        let s = read_signature(&data("tiny_text.onnx")).unwrap();
+        let names: Vec<&str> = s.inputs.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["input_ids", "attention_mask", "token_type_ids"]);
+        assert_eq!(s.inputs[0].elem, ELEM_INT64);
+        assert_eq!(s.inputs[0].shape, Some(vec![None, None]));
+        let out = s.output("last_hidden_state").unwrap();
+        assert_eq!(out.elem, ELEM_FLOAT);
+        assert_eq!(out.shape, Some(vec![None, None, Some(4)]));
+        assert_eq!(out.describe(), "`last_hidden_state` float32 [?, ?, 4]");
+        // Weights are not inputs.
+        let v = read_signature(&data("tiny_vector.onnx")).unwrap();
+        assert_eq!(v.inputs.len(), 1);
+        assert_eq!(v.inputs[0].shape, Some(vec![None, Some(3)]));
+    }
+
+    #[test]
+    fn rejects_files_that_are_not_models() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.onnx");
+        std::fs::write(&p, b"\x08\x07").unwrap();
+        let e = read_signature(&p).unwrap_err();
+        assert!(e.contains("is not an ONNX model"), "{e}");
+        std::fs::write(&p, "plain text, not protobuf").unwrap();
+        assert!(
+            read_signature(&p)
+                .unwrap_err()
+                .contains("is not an ONNX model")
+        );
+        let e = read_signature(&dir.path().join("missing.onnx")).unwrap_err();
+        assert!(e.contains("does not exist"), "{e}");
+    }
+}

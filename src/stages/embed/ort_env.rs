@@ -226,3 +226,29 @@ pub fn library_path() -> Option<&'static Path> {
         _ => None,
     }
 }
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn picks_the_runtime_library_not_the_provider_libraries() {
+        assert!(is_runtime_lib("libonnxruntime.so"));
+        assert!(is_runtime_lib("libonnxruntime.so.1.31.1"));
+        assert!(!is_runtime_lib("libonnxruntime_providers_shared.so"));
+        assert!(!is_runtime_lib("libonnxruntime_providers_cuda.so"));
+        assert!(!is_runtime_lib("libonnxruntime.sox"));
+        let dir = tempfile::tempdir().unwrap();
+        for f in [
+            "libonnxruntime_providers_shared.so",
+            "libonnxruntime.so.1.31.1",
+            "libonnxruntime.so",
+        ] {
+            std::fs::write(dir.path().join(f), b"").unwrap();
+        }
+        assert_eq!(
+            lib_in(dir.path()).unwrap(),
+            dir.path().join("libonnxruntime.so.1.31.1")
+        );
+    }
+}

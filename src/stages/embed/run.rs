@@ -810,3 +810,19 @@ fn prepare(stage: &Arc<Stage>, window: Window) -> (Arc<WindowState>, Vec<Chunk>)
         .collect();
     (state, chunks)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn padding_is_counted_per_batch() {
+        // Batches of 2: [3, 1] pads 2, [2, 2] pads 0, [5] pads 0.
+        assert_eq!(padding_of([3, 1, 2, 2, 5].into_iter(), 2), 2);
+        // Sorted longest first: [5, 3], [2, 2], [1]: pads 2.
+        assert_eq!(padding_of([5, 3, 2, 2, 1].into_iter(), 2), 2);
+        assert_eq!(padding_of([1, 9, 1, 9].into_iter(), 2), 16);
+        assert_eq!(padding_of([9, 9, 1, 1].into_iter(), 2), 0);
+        assert_eq!(padding_of(std::iter::empty(), 4), 0);
+    }
+}

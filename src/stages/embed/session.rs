@@ -184,3 +184,23 @@ pub fn run<R>(
         .map_err(|e| format!("output `{output}` is not a float32 tensor: {e}"))?;
     Ok(f(shape, data))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_names() {
+        assert_eq!(DeviceChoice::parse("auto"), Ok(DeviceChoice::Auto));
+        assert_eq!(DeviceChoice::parse("cpu"), Ok(DeviceChoice::Cpu));
+        assert_eq!(DeviceChoice::parse("cuda"), Ok(DeviceChoice::Cuda(0)));
+        assert_eq!(DeviceChoice::parse("cuda:3"), Ok(DeviceChoice::Cuda(3)));
+        for bad in ["gpu", "cuda:", "cuda:-1", "cuda:x", "CPU"] {
+            assert!(
+                DeviceChoice::parse(bad)
+                    .unwrap_err()
+                    .contains("expected auto, cpu")
+            );
+        }
+    }
+}
