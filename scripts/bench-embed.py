@@ -169,7 +169,8 @@ sinks:
     with open(metrics) as f:
         m = json.load(f)
     details = next(c for c in m["components"] if c["name"] == "embed")["details"]
-    vecs = pq.read_table(out_dir).column("text_embedding").combine_chunks()
+    parts = sorted(os.path.join(out_dir, f) for f in os.listdir(out_dir) if f.endswith(".parquet"))
+    vecs = pa.concat_tables([pq.read_table(f) for f in parts]).column("text_embedding").combine_chunks()
     vecs = np.asarray(vecs.values, dtype=np.float32).reshape(len(vecs), -1)
     return wall, vecs, details
 
