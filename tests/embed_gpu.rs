@@ -27,7 +27,14 @@ fn repo() -> PathBuf {
 }
 
 /// Embeds the sample on `device`; returns the vectors, seconds and the embed stage's details.
-fn embed(device: &str, rows: usize) -> (Vec<Vec<f32>>, f64, serde_json::Map<String, serde_json::Value>) {
+fn embed(
+    device: &str,
+    rows: usize,
+) -> (
+    Vec<Vec<f32>>,
+    f64,
+    serde_json::Map<String, serde_json::Value>,
+) {
     let models = std::env::var_os("TRIPLINE_MODELS_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo().join("models"))
@@ -44,7 +51,9 @@ fn embed(device: &str, rows: usize) -> (Vec<Vec<f32>>, f64, serde_json::Map<Stri
         sample.display(),
         models.join("model.onnx").display(),
         models.join("tokenizer.json").display(),
-        std::env::temp_dir().join("tripline-gpu-check-unused").display(),
+        std::env::temp_dir()
+            .join("tripline-gpu-check-unused")
+            .display(),
     );
     let got: Arc<Mutex<Vec<Vec<f32>>>> = Arc::default();
     let sink_got = got.clone();
@@ -52,7 +61,11 @@ fn embed(device: &str, rows: usize) -> (Vec<Vec<f32>>, f64, serde_json::Map<Stri
         Box::pin(async move {
             while let Some(b) = s.next().await {
                 let b = b?;
-                let l = b.data.column_by_name("text_embedding").unwrap().as_fixed_size_list();
+                let l = b
+                    .data
+                    .column_by_name("text_embedding")
+                    .unwrap()
+                    .as_fixed_size_list();
                 let mut v = sink_got.lock().unwrap();
                 for i in 0..l.len() {
                     if v.len() < rows {
@@ -93,7 +106,10 @@ fn cuda_matches_cpu_and_reports_its_throughput() {
     // The first run on the GPU pays for CUDA start-up; time a second one.
     let (_, warm_secs, _) = embed("cuda", rows);
     let (gpu, gpu_secs, details) = embed("cuda", rows);
-    assert_eq!(details["execution_provider"], "CUDAExecutionProvider", "{details:?}");
+    assert_eq!(
+        details["execution_provider"], "CUDAExecutionProvider",
+        "{details:?}"
+    );
     let (cpu, cpu_secs, cpu_details) = embed("cpu", rows);
     assert_eq!(cpu_details["execution_provider"], "CPUExecutionProvider");
     assert_eq!(gpu.len(), cpu.len());
@@ -106,7 +122,10 @@ fn cuda_matches_cpu_and_reports_its_throughput() {
     }
     let n = gpu.len() as f64;
     println!("gpu-check: rows {}", gpu.len());
-    println!("gpu-check: device {} ({})", details["device"], details["execution_provider"]);
+    println!(
+        "gpu-check: device {} ({})",
+        details["device"], details["execution_provider"]
+    );
     println!("gpu-check: min cosine(cuda, cpu) = {worst:.7}");
     println!(
         "gpu-check: cuda {:.0} sentences/s ({gpu_secs:.2} s; first run {warm_secs:.2} s), \
