@@ -26,11 +26,11 @@ OMP/MKL/OPENBLAS threads = 1 per process (the work is per row, no BLAS); PIL def
 
 Setup (once):
     scripts/setup-python.sh                                 # not needed by this script
-    python3 -m venv /work/peer-venv
-    /work/peer-venv/bin/pip install datasets pillow pyarrow numpy
+    python3 -m venv .peer-venv
+    .peer-venv/bin/pip install datasets pillow pyarrow numpy
     cargo build --release --bin tripline
 Run:
-    /work/peer-venv/bin/python scripts/bench-augment.py [--rows 1000000] [--images 2000]
+    .peer-venv/bin/python scripts/bench-augment.py [--rows 1000000] [--images 2000]
 (`TRIPLINE_BIN=path` picks another binary than target/release/tripline.)
 """
 

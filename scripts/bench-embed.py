@@ -14,15 +14,15 @@ text), same batch size, CPU only, each run R times (median reported):
                         length-sorted sentences (what tripline does)
   sentence-transformers SentenceTransformer(models/all-MiniLM-L6-v2-fp32).encode(batch_size,
                         normalize_embeddings=True) on torch CPU (it sorts by length itself);
-                        timed from model load to the last vector; run from /work/peer-venv or
+                        timed from model load to the last vector; run from .peer-venv or
                         PEER_PYTHON when importable, skipped (and said so) otherwise
 
 Threads: every runtime gets the same number of intra-op threads (--threads, default: all
 cores): ORT `intra_op_num_threads`, tripline `threads:`, `torch.set_num_threads`.
 
 Peer environment (once; torch's PyPI wheel is large):
-  python3 -m venv /work/peer-venv
-  /work/peer-venv/bin/pip install torch sentence-transformers
+  python3 -m venv .peer-venv
+  .peer-venv/bin/pip install torch sentence-transformers
 
 Usage (repository root, after scripts/setup-python.sh, scripts/fetch-model.sh and
 `cargo build --release`):
@@ -111,9 +111,9 @@ print(json.dumps({"times": times, "torch": torch.__version__,
 
 
 def st_run(texts, args, tmp):
-    py = os.environ.get("PEER_PYTHON", "/work/peer-venv/bin/python")
+    py = os.environ.get("PEER_PYTHON", ".peer-venv/bin/python")
     if not os.path.exists(py):
-        return None, f"{py} not found (create /work/peer-venv, see this script's docstring)"
+        return None, f"{py} not found (create .peer-venv, see this script's docstring)"
     tfile = os.path.join(tmp, "texts.json")
     with open(tfile, "w") as f:
         json.dump(texts, f)

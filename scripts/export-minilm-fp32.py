@@ -12,7 +12,7 @@ The graph is the standard BERT encoder: word + position + token-type embeddings,
 per layer self-attention with 12 heads and the additive mask (1 - mask) * -10000, output
 projection, residual + LayerNorm, feed-forward with erf GELU, residual + LayerNorm (eps from
 config.json). With --check it compares against sentence-transformers when importable
-(PEER_PYTHON, default /work/peer-venv/bin/python) on a few sentences.
+(PEER_PYTHON, default .peer-venv/bin/python) on a few sentences.
 
 Usage: .venv/bin/python scripts/export-minilm-fp32.py [--dir models/all-MiniLM-L6-v2-fp32] [--check]
 """
@@ -174,7 +174,7 @@ def embed_onnx(d, path):
 def check(d, path):
     v = embed_onnx(d, path)
     print(f"cos('{SENTENCES[0]}', '{SENTENCES[1]}') = {float(v[0] @ v[1]):.4f}")
-    py = os.environ.get("PEER_PYTHON", "/work/peer-venv/bin/python")
+    py = os.environ.get("PEER_PYTHON", ".peer-venv/bin/python")
     code = ("import json,sys; from sentence_transformers import SentenceTransformer;"
             "m=SentenceTransformer(sys.argv[1], device='cpu', local_files_only=True);"
             "print(json.dumps(m.encode(json.loads(sys.argv[2]), normalize_embeddings=True).tolist()))")
