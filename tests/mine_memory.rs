@@ -75,9 +75,10 @@ fn global_kernel_memory_does_not_grow_with_the_corpus() {
     let (big_peak, big_scratch, big_result) = measure(200_000);
     assert_eq!(small_scratch, big_scratch, "scratch is set by block sizes only");
     assert_eq!(small_result, big_result, "the result is queries × k");
-    // 2 threads × (64 × 1024 × 4 tile + gathered queries + heaps) ≈ 0.55 MB; a full
-    // 256 × 200k score matrix would be 205 MB.
-    let bound = big_scratch + big_result + 64 * 1024; // plus small per-block bookkeeping
+    // 2 threads × (64 × 1024 × 4 tile + gathered queries + heaps) ≈ 0.55 MB, plus the GEMM's
+    // own packing buffers (sized by its cache blocking, not by N); a full 256 × 200k score
+    // matrix would be 205 MB.
+    let bound = big_scratch + big_result + 8 * 1024 * 1024;
     assert!(small_peak <= bound, "10k: peak {small_peak} > {bound}");
     assert!(big_peak <= bound, "200k: peak {big_peak} > {bound}");
     assert!(big_peak < small_peak + 64 * 1024, "peak grew with N: {small_peak} → {big_peak}");

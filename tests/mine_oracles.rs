@@ -248,8 +248,8 @@ fn relative_margin_with_a_negative_positive_score_is_sign_safe() {
         ..Guards::default()
     };
     assert_eq!(keep(&degs, rel), (BTreeSet::from([3, 4]), [0, 0, 2]));
-    // The naive p·(1 − m) = −0.4 would have kept 125° and 110°… no: it keeps s ≤ −0.4, so
-    // 125° (−0.574) stays, which is within the margin; the sign-safe bound drops it.
+    // The naive bound p·(1 − m) = −0.4 lies above p: it would keep 125° (−0.574), which is
+    // within the margin of the positive; the sign-safe bound drops it.
     assert_eq!(rel.check(-0.574, -0.5), Err(Rejection::RelativeMargin));
     assert_eq!(rel.check(-0.643, -0.5), Ok(()));
 }

@@ -207,7 +207,9 @@ fn m_per_class_emits_one_training_batch_per_record_batch() {
     let input = d.path().join("in/recs.parquet");
     let (batch, _, labels) = labelled(240, 8, 6, 1);
     write_parquet(&input, &[batch], 100);
-    let stage = "    label: label\n    embedding: emb\n    sampler: {type: m_per_class, m: 4, classes_per_batch: 4}\n    scope: {type: batch}\n    negatives: {strategy: batch_hard}\n";
+    // No parquet sink to write the report next to: turn it off rather than write into the
+    // working directory.
+    let stage = "    label: label\n    embedding: emb\n    report: false\n    sampler: {type: m_per_class, m: 4, classes_per_batch: 4}\n    scope: {type: batch}\n    negatives: {strategy: batch_hard}\n";
     let yaml = pipeline(&input, &d.path().join("unused"), stage);
     let p = Pipeline::from_yaml(&yaml, &[]).unwrap();
     let got: Arc<std::sync::Mutex<Vec<RecordBatch>>> = Arc::default();
