@@ -42,7 +42,9 @@ impl Rules for SelfExcluded {
 fn measure(candidates: usize) -> (usize, usize, usize) {
     let d = 32;
     let queries = 256;
-    let v: Vec<f32> = (0..candidates * d).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect();
+    let v: Vec<f32> = (0..candidates * d)
+        .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
+        .collect();
     let ids: Vec<i64> = (0..candidates as i64).collect();
     let rows = Rows { data: &v, dim: d };
     let sel: Vec<u32> = (0..queries as u32).collect();
@@ -73,7 +75,10 @@ fn measure(candidates: usize) -> (usize, usize, usize) {
 fn global_kernel_memory_does_not_grow_with_the_corpus() {
     let (small_peak, small_scratch, small_result) = measure(10_000);
     let (big_peak, big_scratch, big_result) = measure(200_000);
-    assert_eq!(small_scratch, big_scratch, "scratch is set by block sizes only");
+    assert_eq!(
+        small_scratch, big_scratch,
+        "scratch is set by block sizes only"
+    );
     assert_eq!(small_result, big_result, "the result is queries × k");
     // 2 threads × (64 × 1024 × 4 tile + gathered queries + heaps) ≈ 0.55 MB, plus the GEMM's
     // own packing buffers (sized by its cache blocking, not by N); a full 256 × 200k score
@@ -81,5 +86,8 @@ fn global_kernel_memory_does_not_grow_with_the_corpus() {
     let bound = big_scratch + big_result + 8 * 1024 * 1024;
     assert!(small_peak <= bound, "10k: peak {small_peak} > {bound}");
     assert!(big_peak <= bound, "200k: peak {big_peak} > {bound}");
-    assert!(big_peak < small_peak + 64 * 1024, "peak grew with N: {small_peak} → {big_peak}");
+    assert!(
+        big_peak < small_peak + 64 * 1024,
+        "peak grew with N: {small_peak} → {big_peak}"
+    );
 }

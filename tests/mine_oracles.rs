@@ -25,7 +25,9 @@ fn flat32(p: &[[f64; 2]]) -> Vec<f32> {
 #[test]
 fn triplet_margin_miner_matches_brute_force_for_every_margin_and_measure() {
     // 24 points, 4 classes, angles chosen irregularly so margins rarely coincide.
-    let angles: Vec<f64> = (0..24).map(|i| i as f64 * 13.7 + (i % 5) as f64 * 2.3).collect();
+    let angles: Vec<f64> = (0..24)
+        .map(|i| i as f64 * 13.7 + (i % 5) as f64 * 2.3)
+        .collect();
     let labels: Vec<u32> = (0..24).map(|i| (i * 7 % 4) as u32).collect();
     let pts = circle(&angles);
     let emb = flat32(&pts);
@@ -284,22 +286,42 @@ fn m_per_class_batches_are_exact_and_cover_every_record() {
             for (g, &c) in b.classes.iter().enumerate() {
                 groups_per_class[c as usize] += 1;
                 let group = &b.records[g * 4..g * 4 + 4];
-                assert!(group.iter().all(|&r| class_of[r as usize] == c), "exactly m per class");
+                assert!(
+                    group.iter().all(|&r| class_of[r as usize] == c),
+                    "exactly m per class"
+                );
                 if sizes[c as usize] >= 4 {
-                    assert_eq!(group.iter().collect::<HashSet<_>>().len(), 4, "no repeats in a group of a big class");
+                    assert_eq!(
+                        group.iter().collect::<HashSet<_>>().len(),
+                        4,
+                        "no repeats in a group of a big class"
+                    );
                 }
                 seen.extend(group.iter().copied());
             }
         }
-        assert_eq!(seen.len(), class_of.len(), "every record is an anchor in the epoch");
+        assert_eq!(
+            seen.len(),
+            class_of.len(),
+            "every record is an anchor in the epoch"
+        );
         if weighting == Weighting::InverseFrequency {
             let max = *groups_per_class.iter().max().unwrap();
             let min = *groups_per_class.iter().min().unwrap();
-            assert!(max - min <= 3, "balanced after sampling: {groups_per_class:?}");
+            assert!(
+                max - min <= 3,
+                "balanced after sampling: {groups_per_class:?}"
+            );
         }
         // Seeded: same seed, same epoch.
-        assert_eq!(batches, sampler::epoch(&class_of, sizes.len(), &cfg, 7, 0).unwrap());
-        assert_ne!(batches, sampler::epoch(&class_of, sizes.len(), &cfg, 8, 0).unwrap());
+        assert_eq!(
+            batches,
+            sampler::epoch(&class_of, sizes.len(), &cfg, 7, 0).unwrap()
+        );
+        assert_ne!(
+            batches,
+            sampler::epoch(&class_of, sizes.len(), &cfg, 8, 0).unwrap()
+        );
     }
     // Caps limit the records used per class.
     let capped = MPerClassConfig {
@@ -317,7 +339,19 @@ fn m_per_class_batches_are_exact_and_cover_every_record() {
         }
     }
     assert!(per_class.values().all(|s| s.len() <= 4));
-    assert!(sampler::epoch(&class_of, sizes.len(), &MPerClassConfig { classes_per_batch: 7, ..capped }, 1, 0).is_err());
+    assert!(
+        sampler::epoch(
+            &class_of,
+            sizes.len(),
+            &MPerClassConfig {
+                classes_per_batch: 7,
+                ..capped
+            },
+            1,
+            0
+        )
+        .is_err()
+    );
 }
 
 struct LabelRules<'a> {
@@ -394,7 +428,10 @@ fn blocked_kernel_equals_a_naive_full_matrix_on_5k_records() {
         for (j, h) in got.iter().enumerate() {
             if h.cand as usize != all[j].1 {
                 // Only a float tie (f32 vs f64 rounding) may reorder.
-                assert!((f64::from(h.score) - all[j].0).abs() < 1e-5, "query {q} rank {j}");
+                assert!(
+                    (f64::from(h.score) - all[j].0).abs() < 1e-5,
+                    "query {q} rank {j}"
+                );
                 mismatches += 1;
             }
         }

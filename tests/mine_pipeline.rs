@@ -9,8 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, FixedSizeListArray, Float32Array, Int32Array, Int64Array,
-    StringArray,
+    Array, ArrayRef, AsArray, FixedSizeListArray, Float32Array, Int32Array, Int64Array, StringArray,
 };
 use arrow::datatypes::{DataType, Field, Float32Type, Int64Type};
 use arrow::record_batch::RecordBatch;
@@ -22,7 +21,9 @@ fn vectors(v: &[Vec<f32>]) -> ArrayRef {
     let d = v[0].len() as i32;
     let field = Arc::new(Field::new("item", DataType::Float32, false));
     let flat: Vec<f32> = v.iter().flatten().copied().collect();
-    Arc::new(FixedSizeListArray::try_new(field, d, Arc::new(Float32Array::from(flat)), None).unwrap())
+    Arc::new(
+        FixedSizeListArray::try_new(field, d, Arc::new(Float32Array::from(flat)), None).unwrap(),
+    )
 }
 
 fn unit(v: Vec<f32>) -> Vec<f32> {
@@ -39,7 +40,14 @@ fn labelled(n: usize, classes: i32, d: usize, seed: u64) -> (RecordBatch, Vec<Ve
     let labels: Vec<i32> = (0..n).map(|i| (i * 7 % classes as usize) as i32).collect();
     let emb: Vec<Vec<f32>> = labels
         .iter()
-        .map(|&l| unit(centres[l as usize].iter().map(|c| c + 0.6 * (rng.random::<f32>() - 0.5)).collect()))
+        .map(|&l| {
+            unit(
+                centres[l as usize]
+                    .iter()
+                    .map(|c| c + 0.6 * (rng.random::<f32>() - 0.5))
+                    .collect(),
+            )
+        })
         .collect();
     let ids: Vec<i64> = (0..n as i64).map(|i| 1000 + i).collect();
     let texts: Vec<String> = (0..n).map(|i| format!("text {i}")).collect();
@@ -71,11 +79,18 @@ fn pipeline(input: &Path, out: &Path, stage: &str) -> String {
 }
 
 fn dot(a: &[f32], b: &[f32]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum()
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| f64::from(*x) * f64::from(*y))
+        .sum()
 }
 
 fn col_i64(b: &RecordBatch, name: &str) -> Vec<i64> {
-    b.column_by_name(name).unwrap().as_primitive::<Int64Type>().values().to_vec()
+    b.column_by_name(name)
+        .unwrap()
+        .as_primitive::<Int64Type>()
+        .values()
+        .to_vec()
 }
 
 #[test]
@@ -94,15 +109,41 @@ fn labelled_global_hard_negatives_equal_a_naive_reference_and_are_thread_indepen
         let html = std::fs::read_to_string(out.join("report.html")).unwrap();
         assert!(html.contains("<svg"));
         for remote in ["<script", "src=", "href=", "@import"] {
-            assert!(!html.contains(remote), "report.html must be self-contained ({remote})");
+            assert!(
+                !html.contains(remote),
+                "report.html must be self-contained ({remote})"
+            );
         }
-        outputs.push(arrow::compute::concat_batches(&read_output(&out)[0].schema(), &read_output(&out)).unwrap());
+        outputs.push(
+            arrow::compute::concat_batches(&read_output(&out)[0].schema(), &read_output(&out))
+                .unwrap(),
+        );
     }
     assert_eq!(outputs[0], outputs[1], "1 vs 3 workers");
     let out = &outputs[0];
-    let names: Vec<String> = out.schema().fields().iter().map(|f| f.name().clone()).collect();
-    assert_eq!(names, ["anchor_id", "positive_id", "negative_id", "anchor", "positive", "negative", "scores"]);
-    let (a, p, n) = (col_i64(out, "anchor_id"), col_i64(out, "positive_id"), col_i64(out, "negative_id"));
+    let names: Vec<String> = out
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "anchor_id",
+            "positive_id",
+            "negative_id",
+            "anchor",
+            "positive",
+            "negative",
+            "scores"
+        ]
+    );
+    let (a, p, n) = (
+        col_i64(out, "anchor_id"),
+        col_i64(out, "positive_id"),
+        col_i64(out, "negative_id"),
+    );
     // Group negatives by (anchor, positive), in output order.
     let mut by_pair: Vec<((i64, i64), Vec<i64>)> = Vec::new();
     for i in 0..out.num_rows() {
@@ -143,17 +184,40 @@ fn paired_mode_groups_anchors_and_excludes_every_positive() {
     let n = 300;
     // Anchor i / 2 for pairs 2k, 2k+1: each anchor has two positives; positive 17 repeats 3's.
     let anchors: Vec<String> = (0..n).map(|i| format!("q{}", i / 2)).collect();
-    let positives: Vec<String> = (0..n).map(|i| if i == 17 { "p3".into() } else { format!("p{i}") }).collect();
-    let qv: Vec<Vec<f32>> = (0..n / 2).map(|_| unit((0..8).map(|_| rng.random::<f32>() - 0.5).collect())).collect();
+    let positives: Vec<String> = (0..n)
+        .map(|i| {
+            if i == 17 {
+                "p3".into()
+            } else {
+                format!("p{i}")
+            }
+        })
+        .collect();
+    let qv: Vec<Vec<f32>> = (0..n / 2)
+        .map(|_| unit((0..8).map(|_| rng.random::<f32>() - 0.5).collect()))
+        .collect();
     let pv_by_text: HashMap<String, Vec<f32>> = positives
         .iter()
         .enumerate()
-        .map(|(i, t)| (t.clone(), unit(qv[i / 2].iter().map(|x| x + 0.8 * (rng.random::<f32>() - 0.5)).collect())))
+        .map(|(i, t)| {
+            (
+                t.clone(),
+                unit(
+                    qv[i / 2]
+                        .iter()
+                        .map(|x| x + 0.8 * (rng.random::<f32>() - 0.5))
+                        .collect(),
+                ),
+            )
+        })
         .collect();
     let ae: Vec<Vec<f32>> = (0..n).map(|i| qv[i / 2].clone()).collect();
     let pe: Vec<Vec<f32>> = positives.iter().map(|t| pv_by_text[t].clone()).collect();
     let b = RecordBatch::try_from_iter(vec![
-        ("anchor", Arc::new(StringArray::from(anchors.clone())) as ArrayRef),
+        (
+            "anchor",
+            Arc::new(StringArray::from(anchors.clone())) as ArrayRef,
+        ),
         ("positive", Arc::new(StringArray::from(positives.clone()))),
         ("anchor_embedding", vectors(&ae)),
         ("positive_embedding", vectors(&pe)),
@@ -178,8 +242,14 @@ fn paired_mode_groups_anchors_and_excludes_every_positive() {
     for r in 0..got.num_rows() {
         let q = anchor_col.value(r);
         let qi: usize = q[1..].parse().unwrap();
-        let my_pos: Vec<&String> = (0..n).filter(|&i| anchors[i] == q).map(|i| &positives[i]).collect();
-        let refscore = my_pos.iter().map(|p| dot(&qv[qi], &pv_by_text[*p])).fold(f64::INFINITY, f64::min);
+        let my_pos: Vec<&String> = (0..n)
+            .filter(|&i| anchors[i] == q)
+            .map(|i| &positives[i])
+            .collect();
+        let refscore = my_pos
+            .iter()
+            .map(|p| dot(&qv[qi], &pv_by_text[*p]))
+            .fold(f64::INFINITY, f64::min);
         let bound = refscore - refscore.abs() * 0.05;
         let mut c: Vec<(f64, &String)> = corpus
             .iter()
@@ -190,7 +260,12 @@ fn paired_mode_groups_anchors_and_excludes_every_positive() {
         c.sort_by(|x, y| y.0.partial_cmp(&x.0).unwrap());
         let want: Vec<&str> = c[..3].iter().map(|x| x.1.as_str()).collect();
         let have: Vec<&str> = (1..=3)
-            .map(|k| got.column_by_name(&format!("negative_{k}")).unwrap().as_string::<i32>().value(r))
+            .map(|k| {
+                got.column_by_name(&format!("negative_{k}"))
+                    .unwrap()
+                    .as_string::<i32>()
+                    .value(r)
+            })
             .collect();
         assert_eq!(have, want, "row {r}");
         checked += 1;
@@ -227,17 +302,36 @@ fn m_per_class_emits_one_training_batch_per_record_batch() {
             })
         }),
     );
-    p.run_blocking(RunOptions { sinks, ..RunOptions::default() }).unwrap();
+    p.run_blocking(RunOptions {
+        sinks,
+        ..RunOptions::default()
+    })
+    .unwrap();
     let got = got.lock().unwrap();
     // 8 classes of 30 → 8 groups each → 64 groups / 4 per batch: at least 16 training
     // batches (more when the last ones need filler groups).
     assert!(got.len() >= 16, "{} batches", got.len());
     let mut anchors_seen = std::collections::HashSet::new();
     for b in got.iter() {
-        assert_eq!(b.schema().metadata().get("tripline.training_batch").map(String::as_str), Some("true"));
-        assert_eq!(b.num_rows(), 16, "batch_hard: one triplet per anchor of 4 × 4");
-        let (a, p, n) = (col_i64(b, "anchor_id"), col_i64(b, "positive_id"), col_i64(b, "negative_id"));
-        let classes: std::collections::HashSet<i32> = a.iter().map(|&i| labels[(i - 1000) as usize]).collect();
+        assert_eq!(
+            b.schema()
+                .metadata()
+                .get("tripline.training_batch")
+                .map(String::as_str),
+            Some("true")
+        );
+        assert_eq!(
+            b.num_rows(),
+            16,
+            "batch_hard: one triplet per anchor of 4 × 4"
+        );
+        let (a, p, n) = (
+            col_i64(b, "anchor_id"),
+            col_i64(b, "positive_id"),
+            col_i64(b, "negative_id"),
+        );
+        let classes: std::collections::HashSet<i32> =
+            a.iter().map(|&i| labels[(i - 1000) as usize]).collect();
         assert_eq!(classes.len(), 4);
         for i in 0..b.num_rows() {
             let l = |x: i64| labels[(x - 1000) as usize];
@@ -246,7 +340,11 @@ fn m_per_class_emits_one_training_batch_per_record_batch() {
             anchors_seen.insert(a[i]);
         }
     }
-    assert_eq!(anchors_seen.len(), 240, "every record is an anchor in the epoch");
+    assert_eq!(
+        anchors_seen.len(),
+        240,
+        "every record is an anchor in the epoch"
+    );
 }
 
 #[test]
@@ -256,7 +354,12 @@ fn a_missing_embedding_column_is_reported_with_its_key() {
     let (batch, _, _) = labelled(20, 2, 4, 1);
     write_parquet(&input, &[batch], 100);
     let stage = "    label: label\n    embedding: embedding\n";
-    let err = Pipeline::from_yaml(&pipeline(&input, &d.path().join("o"), stage), &[]).unwrap_err().to_string();
-    assert!(err.contains("`embedding` is not in the input") && err.contains("emb"), "{err}");
+    let err = Pipeline::from_yaml(&pipeline(&input, &d.path().join("o"), stage), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`embedding` is not in the input") && err.contains("emb"),
+        "{err}"
+    );
     let _ = Float32Type::DATA_TYPE;
 }

@@ -142,7 +142,10 @@ pub fn topk<R: Rules>(
     params: KernelParams,
     cancel: Option<&AtomicBool>,
 ) -> Option<TopK> {
-    assert_eq!(queries.dim, candidates.dim, "query and candidate dimensions");
+    assert_eq!(
+        queries.dim, candidates.dim,
+        "query and candidate dimensions"
+    );
     assert_eq!(cand_ids.len(), candidates.len(), "one id per candidate");
     let nq = query_rows.map_or(queries.len(), <[u32]>::len);
     let nc = candidates.len();
@@ -451,11 +454,7 @@ impl Heap {
 
     fn sorted(&self) -> Vec<Entry> {
         let mut v = self.items.clone();
-        v.sort_by(|a, b| {
-            b.score
-                .total_cmp(&a.score)
-                .then_with(|| a.id.cmp(&b.id))
-        });
+        v.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.id.cmp(&b.id)));
         v
     }
 }

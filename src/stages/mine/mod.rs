@@ -64,11 +64,15 @@ fn is_label(t: &DataType) -> bool {
 
 fn emb_name(cfg: &MineStageConfig, which: &str) -> String {
     match which {
-        "anchor" => cfg.anchor_embedding.clone().unwrap_or_else(|| {
-            format!("{}_embedding", cfg.anchor.as_deref().unwrap_or("anchor"))
-        }),
+        "anchor" => cfg
+            .anchor_embedding
+            .clone()
+            .unwrap_or_else(|| format!("{}_embedding", cfg.anchor.as_deref().unwrap_or("anchor"))),
         _ => cfg.positive_embedding.clone().unwrap_or_else(|| {
-            format!("{}_embedding", cfg.positive.as_deref().unwrap_or("positive"))
+            format!(
+                "{}_embedding",
+                cfg.positive.as_deref().unwrap_or("positive")
+            )
         }),
     }
 }
@@ -156,7 +160,10 @@ pub fn output_schema(
                     p.push((kk("sampler", "m"), "must be at least 1".into()));
                 }
                 if s.classes_per_batch == 0 {
-                    p.push((kk("sampler", "classes_per_batch"), "must be at least 1".into()));
+                    p.push((
+                        kk("sampler", "classes_per_batch"),
+                        "must be at least 1".into(),
+                    ));
                 }
             }
         }
@@ -171,7 +178,14 @@ pub fn output_schema(
             let ae = emb_name(cfg, "anchor");
             let pe = emb_name(cfg, "positive");
             require_column(input, &ae, k("anchor_embedding"), vector, is_vector, &mut p);
-            require_column(input, &pe, k("positive_embedding"), vector, is_vector, &mut p);
+            require_column(
+                input,
+                &pe,
+                k("positive_embedding"),
+                vector,
+                is_vector,
+                &mut p,
+            );
             if let (Ok(a), Ok(b)) = (input.field_with_name(&ae), input.field_with_name(&pe))
                 && let (DataType::FixedSizeList(_, da), DataType::FixedSizeList(_, db)) =
                     (a.data_type(), b.data_type())
@@ -186,7 +200,10 @@ pub fn output_schema(
                 require_column(input, &cfg.id, k("id"), "an integer column", is_int, &mut p);
             }
             if !matches!(cfg.scope, ScopeConfig::Global { .. }) {
-                p.push((k("scope"), "paired mode mines over `scope: {type: global}`".into()));
+                p.push((
+                    k("scope"),
+                    "paired mode mines over `scope: {type: global}`".into(),
+                ));
             }
             if !matches!(cfg.sampler, SamplerConfig::None) {
                 p.push((k("sampler"), "paired mode has no sampler".into()));
@@ -201,7 +218,10 @@ pub fn output_schema(
     }
     let n = &cfg.negatives;
     if n.num_negatives == 0 {
-        p.push((kk("negatives", "num_negatives"), "must be at least 1".into()));
+        p.push((
+            kk("negatives", "num_negatives"),
+            "must be at least 1".into(),
+        ));
     }
     if let Some((min, max)) = n.range {
         match max {
@@ -450,7 +470,12 @@ fn find_equal(store: &Store, cands: Option<&Vec<u32>>, arr: &ArrayRef, row: usiz
 }
 
 /// Reads row `row` of a vector column: `Err(reason)` when null, non-finite or zero.
-fn read_vector(col: &FixedSizeListArray, row: usize, normalize: bool, out: &mut Vec<f32>) -> std::result::Result<(), String> {
+fn read_vector(
+    col: &FixedSizeListArray,
+    row: usize,
+    normalize: bool,
+    out: &mut Vec<f32>,
+) -> std::result::Result<(), String> {
     if col.is_null(row) {
         return Err("the embedding is null".into());
     }
@@ -463,7 +488,11 @@ fn read_vector(col: &FixedSizeListArray, row: usize, normalize: bool, out: &mut 
         return Err("the embedding has a non-finite value".into());
     }
     if normalize {
-        let norm = out.iter().map(|v| f64::from(*v) * f64::from(*v)).sum::<f64>().sqrt();
+        let norm = out
+            .iter()
+            .map(|v| f64::from(*v) * f64::from(*v))
+            .sum::<f64>()
+            .sqrt();
         if norm == 0.0 {
             return Err("the embedding is all zeros".into());
         }
@@ -476,9 +505,12 @@ fn read_vector(col: &FixedSizeListArray, row: usize, normalize: bool, out: &mut 
 }
 
 fn column<'a>(b: &'a Batch, name: &str) -> Result<&'a ArrayRef> {
-    b.data.column_by_name(name).ok_or_else(|| Error::Input(format!(
-        "{}: column `{name}` is missing from a batch", b.meta.origin
-    )))
+    b.data.column_by_name(name).ok_or_else(|| {
+        Error::Input(format!(
+            "{}: column `{name}` is missing from a batch",
+            b.meta.origin
+        ))
+    })
 }
 
 fn as_i64(a: &ArrayRef) -> Result<ArrayRef> {
@@ -495,7 +527,8 @@ impl Miner {
                 reason,
             }),
             OnError::Skip => {
-                self.quarantine.write(&self.name, &b.meta.origin, at, &b.data, row, &reason)?;
+                self.quarantine
+                    .write(&self.name, &b.meta.origin, at, &b.data, row, &reason)?;
                 self.metrics.rows_skipped.fetch_add(1, Ordering::Relaxed);
                 self.stats.rows_skipped += 1;
                 Ok(())
@@ -531,14 +564,19 @@ impl Miner {
         let ids = as_i64(column(b, &cfg.id)?)?;
         let ids = ids.as_primitive::<Int64Type>();
         let labels = match &cfg.label {
-            Some(l) => Some(arrow::compute::cast(column(b, l)?, &DataType::Utf8).map_err(|e| Error::arrow("reading labels", e))?),
+            Some(l) => Some(
+                arrow::compute::cast(column(b, l)?, &DataType::Utf8)
+                    .map_err(|e| Error::arrow("reading labels", e))?,
+            ),
             None => None,
         };
         let views = match &cfg.view {
             Some(v) => Some(as_i64(column(b, v)?)?),
             None => None,
         };
-        let emb = column(b, cfg.embedding.as_deref().unwrap_or_default())?.as_fixed_size_list().clone();
+        let emb = column(b, cfg.embedding.as_deref().unwrap_or_default())?
+            .as_fixed_size_list()
+            .clone();
         let payload = match &cfg.payload {
             Some(c) => Some(column(b, c)?.clone()),
             None => None,
@@ -553,18 +591,40 @@ impl Miner {
             }
             let class = match &labels {
                 Some(l) if l.is_null(row) => {
-                    self.bad_row(b, row, format!("column `{}` is null", cfg.label.as_deref().unwrap_or_default()))?;
+                    self.bad_row(
+                        b,
+                        row,
+                        format!(
+                            "column `{}` is null",
+                            cfg.label.as_deref().unwrap_or_default()
+                        ),
+                    )?;
                     continue;
                 }
                 Some(l) => self.classes.code(l.as_string::<i32>().value(row)),
                 None => NO_CLASS,
             };
             if let Err(reason) = read_vector(&emb, row, cfg.normalize, &mut v) {
-                self.bad_row(b, row, format!("column `{}`: {reason}", cfg.embedding.as_deref().unwrap_or_default()))?;
+                self.bad_row(
+                    b,
+                    row,
+                    format!(
+                        "column `{}`: {reason}",
+                        cfg.embedding.as_deref().unwrap_or_default()
+                    ),
+                )?;
                 continue;
             }
             if self.store.dim != 0 && v.len() != self.store.dim {
-                self.bad_row(b, row, format!("embedding has {} dimensions, earlier rows have {}", v.len(), self.store.dim))?;
+                self.bad_row(
+                    b,
+                    row,
+                    format!(
+                        "embedding has {} dimensions, earlier rows have {}",
+                        v.len(),
+                        self.store.dim
+                    ),
+                )?;
                 continue;
             }
             let view = views.as_ref().map_or(0, |a| {
@@ -573,7 +633,8 @@ impl Miner {
             });
             let hash = payload.as_ref().map_or(0, |p| payload_hash(p, row));
             new.push(self.store.len());
-            self.store.push(&v, ids.value(row), class, view, hash, (slot, row as u32));
+            self.store
+                .push(&v, ids.value(row), class, view, hash, (slot, row as u32));
             if class != NO_CLASS {
                 self.stats.grow_classes(self.classes.names.len());
                 self.stats.records_per_class[class as usize] += 1;
@@ -587,8 +648,12 @@ impl Miner {
         let cfg = self.cfg.clone();
         let anchor = column(b, cfg.anchor.as_deref().unwrap_or_default())?.clone();
         let positive = column(b, cfg.positive.as_deref().unwrap_or_default())?.clone();
-        let ae = column(b, &emb_name(&cfg, "anchor"))?.as_fixed_size_list().clone();
-        let pe = column(b, &emb_name(&cfg, "positive"))?.as_fixed_size_list().clone();
+        let ae = column(b, &emb_name(&cfg, "anchor"))?
+            .as_fixed_size_list()
+            .clone();
+        let pe = column(b, &emb_name(&cfg, "positive"))?
+            .as_fixed_size_list()
+            .clone();
         let ids = match b.data.column_by_name(&cfg.id) {
             Some(c) => Some(as_i64(c)?),
             None => None,
@@ -612,37 +677,66 @@ impl Miner {
                 continue;
             }
             if let Err(r) = read_vector(&ae, row, cfg.normalize, &mut va) {
-                self.bad_row(b, row, format!("column `{}`: {r}", emb_name(&cfg, "anchor")))?;
+                self.bad_row(
+                    b,
+                    row,
+                    format!("column `{}`: {r}", emb_name(&cfg, "anchor")),
+                )?;
                 continue;
             }
             if let Err(r) = read_vector(&pe, row, cfg.normalize, &mut vp) {
-                self.bad_row(b, row, format!("column `{}`: {r}", emb_name(&cfg, "positive")))?;
+                self.bad_row(
+                    b,
+                    row,
+                    format!("column `{}`: {r}", emb_name(&cfg, "positive")),
+                )?;
                 continue;
             }
             let dim = self.paired.cands.dim;
             if dim != 0 && va.len() != dim {
-                self.bad_row(b, row, format!("embedding has {} dimensions, earlier rows have {dim}", va.len()))?;
+                self.bad_row(
+                    b,
+                    row,
+                    format!(
+                        "embedding has {} dimensions, earlier rows have {dim}",
+                        va.len()
+                    ),
+                )?;
                 continue;
             }
             // Group equal anchors; deduplicate equal positives (exact payload match).
             let ah = payload_hash(&anchor, row);
-            let g = find_equal(&self.paired.anchors, self.paired.anchor_by_hash.get(&ah), &anchor, row);
+            let g = find_equal(
+                &self.paired.anchors,
+                self.paired.anchor_by_hash.get(&ah),
+                &anchor,
+                row,
+            );
             let g = match g {
                 Some(g) => g,
                 None => {
                     let g = self.paired.anchors.len() as u32;
-                    self.paired.anchors.push(&va, id, NO_CLASS, 0, ah, (a_slot, row as u32));
+                    self.paired
+                        .anchors
+                        .push(&va, id, NO_CLASS, 0, ah, (a_slot, row as u32));
                     self.paired.anchor_by_hash.entry(ah).or_default().push(g);
                     self.paired.positives.push(Vec::new());
                     g
                 }
             };
             let ph = payload_hash(&positive, row);
-            let c = match find_equal(&self.paired.cands, self.paired.cand_by_hash.get(&ph), &positive, row) {
+            let c = match find_equal(
+                &self.paired.cands,
+                self.paired.cand_by_hash.get(&ph),
+                &positive,
+                row,
+            ) {
                 Some(c) => c,
                 None => {
                     let c = self.paired.cands.len() as u32;
-                    self.paired.cands.push(&vp, id, NO_CLASS, 0, ph, (p_slot, row as u32));
+                    self.paired
+                        .cands
+                        .push(&vp, id, NO_CLASS, 0, ph, (p_slot, row as u32));
                     self.paired.cand_by_hash.entry(ph).or_default().push(c);
                     c
                 }
@@ -665,7 +759,11 @@ impl Miner {
         match self.cfg.positives {
             PositivesConfig::Views => {
                 if s.ids[a] == s.ids[j] {
-                    if s.view[a] != s.view[j] { Relation::Positive } else { Relation::Neither }
+                    if s.view[a] != s.view[j] {
+                        Relation::Positive
+                    } else {
+                        Relation::Neither
+                    }
                 } else if s.class[a] != NO_CLASS && s.class[a] == s.class[j] {
                     Relation::Neither
                 } else {
@@ -673,7 +771,11 @@ impl Miner {
                 }
             }
             PositivesConfig::Label => {
-                if s.class[a] == s.class[j] { Relation::Positive } else { Relation::Negative }
+                if s.class[a] == s.class[j] {
+                    Relation::Positive
+                } else {
+                    Relation::Negative
+                }
             }
         }
     }
@@ -687,7 +789,11 @@ impl Miner {
 
     /// A seeded random positive of `a` among `pool` (record indices).
     fn random_positive(&self, a: usize, pool: &[usize]) -> Option<usize> {
-        let opts: Vec<usize> = pool.iter().copied().filter(|&j| self.relation(a, j) == Relation::Positive).collect();
+        let opts: Vec<usize> = pool
+            .iter()
+            .copied()
+            .filter(|&j| self.relation(a, j) == Relation::Positive)
+            .collect();
         if opts.is_empty() {
             return None;
         }
@@ -736,7 +842,13 @@ impl Miner {
             self.prepare_paired()?;
             let n = self.paired.anchors.len();
             let per = cfg.output.batch_anchors;
-            return Ok((0..n).step_by(per).map(|s| Step::Paired { start: s, end: (s + per).min(n) }).collect());
+            return Ok((0..n)
+                .step_by(per)
+                .map(|s| Step::Paired {
+                    start: s,
+                    end: (s + per).min(n),
+                })
+                .collect());
         }
         let n = self.store.len();
         let mut steps = Vec::new();
@@ -747,14 +859,23 @@ impl Miner {
                     let anchors = (s..(s + cfg.output.batch_anchors).min(n))
                         .map(|a| (a, self.random_positive_fast(a, &all)))
                         .collect();
-                    steps.push(Step::Labelled { anchors, candidates: Candidates::All });
+                    steps.push(Step::Labelled {
+                        anchors,
+                        candidates: Candidates::All,
+                    });
                 }
             }
             SamplerConfig::MPerClass(sc) => {
                 self.stats.grow_classes(self.classes.names.len());
                 for e in 0..sc.epochs {
-                    let batches = sampler::epoch(&self.store.class, self.classes.names.len(), sc, self.seed, e as u64)
-                        .map_err(|m| Error::Other(format!("stage `{}`: {m}", self.name)))?;
+                    let batches = sampler::epoch(
+                        &self.store.class,
+                        self.classes.names.len(),
+                        sc,
+                        self.seed,
+                        e as u64,
+                    )
+                    .map_err(|m| Error::Other(format!("stage `{}`: {m}", self.name)))?;
                     for tb in batches {
                         let mut anchors = Vec::with_capacity(tb.records.len());
                         for (gi, _) in tb.classes.iter().enumerate() {
@@ -782,7 +903,10 @@ impl Miner {
                                 Candidates::Some(c)
                             }
                         };
-                        steps.push(Step::Labelled { anchors, candidates });
+                        steps.push(Step::Labelled {
+                            anchors,
+                            candidates,
+                        });
                     }
                 }
             }
@@ -795,8 +919,16 @@ impl Miner {
         let members = self.members();
         let s = &self.store;
         let list: &[usize] = match self.cfg.positives {
-            PositivesConfig::Label => members.by_class.get(&s.class[a]).map(Vec::as_slice).unwrap_or(&[]),
-            PositivesConfig::Views => members.by_id.get(&s.ids[a]).map(Vec::as_slice).unwrap_or(&[]),
+            PositivesConfig::Label => members
+                .by_class
+                .get(&s.class[a])
+                .map(Vec::as_slice)
+                .unwrap_or(&[]),
+            PositivesConfig::Views => members
+                .by_id
+                .get(&s.ids[a])
+                .map(Vec::as_slice)
+                .unwrap_or(&[]),
         };
         if list.is_empty() {
             return None;
@@ -809,7 +941,11 @@ impl Miner {
                 return Some(j);
             }
         }
-        let opts: Vec<usize> = list.iter().copied().filter(|&j| self.relation(a, j) == Relation::Positive).collect();
+        let opts: Vec<usize> = list
+            .iter()
+            .copied()
+            .filter(|&j| self.relation(a, j) == Relation::Positive)
+            .collect();
         if opts.is_empty() {
             return None;
         }
@@ -877,17 +1013,29 @@ impl Miner {
 
     fn member(&self, r: usize) -> Member {
         let (slot, row) = self.store.loc[r];
-        Member { id: self.store.ids[r], slot, row }
+        Member {
+            id: self.store.ids[r],
+            slot,
+            row,
+        }
     }
 
     fn run_step(&mut self, step: Step) -> Result<Option<arrow::record_batch::RecordBatch>> {
         match step {
-            Step::Labelled { anchors, candidates } => self.mine_labelled(&anchors, &candidates),
+            Step::Labelled {
+                anchors,
+                candidates,
+            } => self.mine_labelled(&anchors, &candidates),
             Step::Paired { start, end } => self.mine_paired(start, end).map(Some),
         }
     }
 
-    fn emit(&mut self, rows: &[MinedRow], anchors_arrays: &[Option<ArrayRef>], cand_arrays: &[Option<ArrayRef>]) -> Result<arrow::record_batch::RecordBatch> {
+    fn emit(
+        &mut self,
+        rows: &[MinedRow],
+        anchors_arrays: &[Option<ArrayRef>],
+        cand_arrays: &[Option<ArrayRef>],
+    ) -> Result<arrow::record_batch::RecordBatch> {
         let spec = self.spec.clone().expect("spec set at first batch");
         let (rb, dropped) = spec.build(rows, anchors_arrays, cand_arrays)?;
         self.stats.rows_dropped += dropped as u64;
@@ -906,7 +1054,11 @@ impl Miner {
     }
 
     /// Mines `anchors` (record, positive) against `candidates`; one output batch.
-    fn mine_labelled(&mut self, anchors: &[(usize, Option<usize>)], candidates: &Candidates) -> Result<Option<arrow::record_batch::RecordBatch>> {
+    fn mine_labelled(
+        &mut self,
+        anchors: &[(usize, Option<usize>)],
+        candidates: &Candidates,
+    ) -> Result<Option<arrow::record_batch::RecordBatch>> {
         let cfg = self.cfg.clone();
         let n = &cfg.negatives;
         let guards = Guards::from_config(n);
@@ -927,8 +1079,14 @@ impl Miner {
                 self.stats.anchors_without_positive += 1;
             }
         }
-        let with_pos: Vec<(usize, usize)> = anchors.iter().filter_map(|&(a, p)| p.map(|p| (a, p))).collect();
-        let ap: Vec<f32> = with_pos.iter().map(|&(a, p)| kernel::dot(self.store.row(a), self.store.row(p))).collect();
+        let with_pos: Vec<(usize, usize)> = anchors
+            .iter()
+            .filter_map(|&(a, p)| p.map(|p| (a, p)))
+            .collect();
+        let ap: Vec<f32> = with_pos
+            .iter()
+            .map(|&(a, p)| kernel::dot(self.store.row(a), self.store.row(p)))
+            .collect();
         match n.strategy {
             Strategy::Hard => {
                 let (min, max) = window(n);
@@ -936,21 +1094,44 @@ impl Miner {
                 let query_rows: Vec<u32> = with_pos.iter().map(|&(a, _)| a as u32).collect();
                 let gathered;
                 let cand_ids_g;
-                let (cands, cand_ids, cand_rec): (Rows<'_>, &[i64], Option<&[usize]>) = match candidates {
-                    Candidates::All => (Rows { data: &self.store.emb, dim }, &self.store.ids, None),
-                    Candidates::Some(v) => {
-                        let mut g = Vec::with_capacity(v.len() * dim);
-                        for &r in v {
-                            g.extend_from_slice(self.store.row(r));
+                let (cands, cand_ids, cand_rec): (Rows<'_>, &[i64], Option<&[usize]>) =
+                    match candidates {
+                        Candidates::All => (
+                            Rows {
+                                data: &self.store.emb,
+                                dim,
+                            },
+                            &self.store.ids,
+                            None,
+                        ),
+                        Candidates::Some(v) => {
+                            let mut g = Vec::with_capacity(v.len() * dim);
+                            for &r in v {
+                                g.extend_from_slice(self.store.row(r));
+                            }
+                            gathered = g;
+                            cand_ids_g = v.iter().map(|&r| self.store.ids[r]).collect::<Vec<_>>();
+                            (
+                                Rows {
+                                    data: &gathered,
+                                    dim,
+                                },
+                                &cand_ids_g,
+                                Some(v.as_slice()),
+                            )
                         }
-                        gathered = g;
-                        cand_ids_g = v.iter().map(|&r| self.store.ids[r]).collect::<Vec<_>>();
-                        (Rows { data: &gathered, dim }, &cand_ids_g, Some(v.as_slice()))
-                    }
+                    };
+                let rules = LabelledRules {
+                    miner: self,
+                    anchors: &with_pos,
+                    upper,
+                    cand_rec,
                 };
-                let rules = LabelledRules { miner: self, anchors: &with_pos, upper, cand_rec };
                 let top = kernel::topk(
-                    Rows { data: &self.store.emb, dim },
+                    Rows {
+                        data: &self.store.emb,
+                        dim,
+                    },
                     Some(&query_rows),
                     cands,
                     cand_ids,
@@ -964,11 +1145,20 @@ impl Miner {
 
                 for (q, &(a, p)) in with_pos.iter().enumerate() {
                     let hits = top.of(q);
-                    let win = if hits.len() > min { &hits[min..] } else { &[][..] };
+                    let win = if hits.len() > min {
+                        &hits[min..]
+                    } else {
+                        &[][..]
+                    };
                     let chosen = self.pick(win, a);
                     let negatives: Vec<(usize, f32)> = chosen
                         .iter()
-                        .map(|h| (cand_rec.map_or(h.cand as usize, |m| m[h.cand as usize]), h.score))
+                        .map(|h| {
+                            (
+                                cand_rec.map_or(h.cand as usize, |m| m[h.cand as usize]),
+                                h.score,
+                            )
+                        })
                         .collect();
                     rows.push(self.labelled_row(a, p, ap[q], negatives));
                 }
@@ -983,7 +1173,10 @@ impl Miner {
                     let mut rng = self.rng_for(2, self.store.ids[a], self.store.view[a]);
                     let mut got: Vec<(usize, f32)> = Vec::new();
                     let mut tries = 0;
-                    while got.len() < n.num_negatives && tries < 64 * n.num_negatives && !cand_list.is_empty() {
+                    while got.len() < n.num_negatives
+                        && tries < 64 * n.num_negatives
+                        && !cand_list.is_empty()
+                    {
                         tries += 1;
                         let r = cand_list[rng.random_range(0..cand_list.len())];
                         if got.iter().any(|g| g.0 == r)
@@ -1010,23 +1203,52 @@ impl Miner {
                 }
             }
             Strategy::Semihard | Strategy::TripletMargin | Strategy::BatchHard => {
-                let kind = if n.strategy == Strategy::Semihard { TripletKind::Semihard } else { n.triplets };
+                let kind = if n.strategy == Strategy::Semihard {
+                    TripletKind::Semihard
+                } else {
+                    n.triplets
+                };
                 let anchor_idx: Vec<u32> = {
-                    let pos: HashMap<usize, u32> = cand_list.iter().enumerate().map(|(i, &r)| (r, i as u32)).collect();
-                    let mut v: Vec<u32> = anchors.iter().filter_map(|&(a, _)| pos.get(&a).copied()).collect();
+                    let pos: HashMap<usize, u32> = cand_list
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &r)| (r, i as u32))
+                        .collect();
+                    let mut v: Vec<u32> = anchors
+                        .iter()
+                        .filter_map(|&(a, _)| pos.get(&a).copied())
+                        .collect();
                     v.sort_unstable();
                     v.dedup();
                     v
                 };
-                let score = |i: u32, j: u32| kernel::dot(self.store.row(cand_list[i as usize]), self.store.row(cand_list[j as usize]));
-                let relation = |i: u32, j: u32| self.relation(cand_list[i as usize], cand_list[j as usize]);
+                let score = |i: u32, j: u32| {
+                    kernel::dot(
+                        self.store.row(cand_list[i as usize]),
+                        self.store.row(cand_list[j as usize]),
+                    )
+                };
+                let relation =
+                    |i: u32, j: u32| self.relation(cand_list[i as usize], cand_list[j as usize]);
                 let trips: Vec<Triplet> = if n.strategy == Strategy::BatchHard {
                     triplet_margin::batch_hard(&anchor_idx, cand_list.len(), &score, &relation)
                 } else {
-                    triplet_margin::triplet_margin(&anchor_idx, cand_list.len(), &score, &relation, n.margin, kind, n.distance)
+                    triplet_margin::triplet_margin(
+                        &anchor_idx,
+                        cand_list.len(),
+                        &score,
+                        &relation,
+                        n.margin,
+                        kind,
+                        n.distance,
+                    )
                 };
                 for t in trips {
-                    let (a, p, ng) = (cand_list[t.a as usize], cand_list[t.p as usize], cand_list[t.n as usize]);
+                    let (a, p, ng) = (
+                        cand_list[t.a as usize],
+                        cand_list[t.p as usize],
+                        cand_list[t.n as usize],
+                    );
                     rows.push(self.labelled_row(a, p, t.ap, vec![(ng, t.an)]));
                 }
             }
@@ -1038,8 +1260,16 @@ impl Miner {
         self.emit(&rows, &arrays, &arrays).map(Some)
     }
 
-    fn labelled_row(&mut self, a: usize, p: usize, ap: f32, negatives: Vec<(usize, f32)>) -> MinedRow {
-        if !self.cfg.negatives.strategy.is_in_scope_miner() && negatives.len() < self.cfg.negatives.num_negatives {
+    fn labelled_row(
+        &mut self,
+        a: usize,
+        p: usize,
+        ap: f32,
+        negatives: Vec<(usize, f32)>,
+    ) -> MinedRow {
+        if !self.cfg.negatives.strategy.is_in_scope_miner()
+            && negatives.len() < self.cfg.negatives.num_negatives
+        {
             self.stats.anchors_without_enough_negatives += 1;
         }
         let c = self.store.class[p];
@@ -1056,7 +1286,10 @@ impl Miner {
             anchor: self.member(a),
             positive: self.member(p),
             positive_score: ap,
-            negatives: negatives.into_iter().map(|(r, s)| (self.member(r), s)).collect(),
+            negatives: negatives
+                .into_iter()
+                .map(|(r, s)| (self.member(r), s))
+                .collect(),
         }
     }
 
@@ -1091,22 +1324,48 @@ impl Miner {
             .positives
             .iter()
             .enumerate()
-            .map(|(g, ps)| ps.iter().map(|&(c, _)| kernel::dot(pd.anchors.row(g), pd.cands.row(c as usize))).collect())
+            .map(|(g, ps)| {
+                ps.iter()
+                    .map(|&(c, _)| kernel::dot(pd.anchors.row(g), pd.cands.row(c as usize)))
+                    .collect()
+            })
             .collect();
-        pd.reference = pd.scores.iter().map(|s| s.iter().copied().fold(f32::INFINITY, f32::min)).collect();
+        pd.reference = pd
+            .scores
+            .iter()
+            .map(|s| s.iter().copied().fold(f32::INFINITY, f32::min))
+            .collect();
         let guards = Guards::from_config(&cfg.negatives);
         let sorted: Vec<Vec<u32>> = pd
             .positives
             .iter()
-            .map(|ps| uniq_sorted(ps.iter().map(|&(c, _)| c as usize).collect()).into_iter().map(|c| c as u32).collect())
+            .map(|ps| {
+                uniq_sorted(ps.iter().map(|&(c, _)| c as usize).collect())
+                    .into_iter()
+                    .map(|c| c as u32)
+                    .collect()
+            })
             .collect();
-        let rules = PairedRules { positives: &sorted, upper: pd.reference.iter().map(|&p| guards.upper(p)).collect() };
+        let rules = PairedRules {
+            positives: &sorted,
+            upper: pd.reference.iter().map(|&p| guards.upper(p)).collect(),
+        };
         let (_, max) = window(&cfg.negatives);
-        let params = KernelParams { threads: self.threads, query_block: cfg.query_block, candidate_block: cfg.candidate_block };
+        let params = KernelParams {
+            threads: self.threads,
+            query_block: cfg.query_block,
+            candidate_block: cfg.candidate_block,
+        };
         let top = kernel::topk(
-            Rows { data: &pd.anchors.emb, dim },
+            Rows {
+                data: &pd.anchors.emb,
+                dim,
+            },
             None,
-            Rows { data: &pd.cands.emb, dim },
+            Rows {
+                data: &pd.cands.emb,
+                dim,
+            },
             &pd.cands.ids,
             max,
             guards.lower(),
@@ -1118,18 +1377,27 @@ impl Miner {
         for (d, n) in self.stats.guard_drops.iter_mut().zip(top.guard_drops) {
             *d += n;
         }
-        self.metrics.set_detail("scratch_bytes", top.scratch_bytes as u64);
+        self.metrics
+            .set_detail("scratch_bytes", top.scratch_bytes as u64);
         pd.hits = Some(top);
         Ok(())
     }
 
-    fn mine_paired(&mut self, start: usize, end: usize) -> Result<arrow::record_batch::RecordBatch> {
+    fn mine_paired(
+        &mut self,
+        start: usize,
+        end: usize,
+    ) -> Result<arrow::record_batch::RecordBatch> {
         let (min, _) = window(&self.cfg.negatives);
         let mut rows = Vec::new();
         let top = self.paired.hits.take().expect("prepared");
         for g in start..end {
             let hits = top.of(g);
-            let win = if hits.len() > min { &hits[min..] } else { &[][..] };
+            let win = if hits.len() > min {
+                &hits[min..]
+            } else {
+                &[][..]
+            };
             let chosen = self.pick(win, g);
             let pd = &self.paired;
             let negatives: Vec<(Member, f32)> = chosen
@@ -1137,7 +1405,14 @@ impl Miner {
                 .map(|h| {
                     let c = h.cand as usize;
                     let (slot, row) = pd.cands.loc[c];
-                    (Member { id: pd.cands.ids[c], slot, row }, h.score)
+                    (
+                        Member {
+                            id: pd.cands.ids[c],
+                            slot,
+                            row,
+                        },
+                        h.score,
+                    )
                 })
                 .collect();
             let (aslot, arow) = pd.anchors.loc[g];
@@ -1145,8 +1420,16 @@ impl Miner {
             for (i, &(c, row_id)) in pd.positives[g].iter().enumerate() {
                 let (slot, row) = pd.cands.loc[c as usize];
                 rows.push(MinedRow {
-                    anchor: Member { id: row_id, slot: aslot, row: arow },
-                    positive: Member { id: pd.cands.ids[c as usize], slot, row },
+                    anchor: Member {
+                        id: row_id,
+                        slot: aslot,
+                        row: arow,
+                    },
+                    positive: Member {
+                        id: pd.cands.ids[c as usize],
+                        slot,
+                        row,
+                    },
                     positive_score: pd.scores[g][i],
                     negatives: negatives.clone(),
                 });
@@ -1170,15 +1453,28 @@ impl Miner {
             return Ok(());
         }
         let settings = serde_json::to_value(&*self.cfg).unwrap_or_default();
-        let dirs: Vec<std::path::PathBuf> = if dirs.is_empty() { vec![std::path::PathBuf::from(".")] } else { dirs.to_vec() };
+        let dirs: Vec<std::path::PathBuf> = if dirs.is_empty() {
+            vec![std::path::PathBuf::from(".")]
+        } else {
+            dirs.to_vec()
+        };
         for d in &dirs {
             self.stats
                 .write(d, &self.name, settings.clone())
-                .map_err(|e| Error::Other(format!("stage `{}`: writing the mining report into {}: {e}", self.name, d.display())))?;
+                .map_err(|e| {
+                    Error::Other(format!(
+                        "stage `{}`: writing the mining report into {}: {e}",
+                        self.name,
+                        d.display()
+                    ))
+                })?;
         }
         self.metrics.set_detail(
             "report",
-            dirs.iter().map(|d| d.join("mining_report.json").display().to_string()).collect::<Vec<_>>().join(", "),
+            dirs.iter()
+                .map(|d| d.join("mining_report.json").display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
         );
         Ok(())
     }

@@ -14,7 +14,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, Float32Builder, Int64Array, Int64Builder, ListArray, ListBuilder, new_empty_array,
+    Array, ArrayRef, Float32Builder, Int64Array, Int64Builder, ListArray, ListBuilder,
+    new_empty_array,
 };
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -84,7 +85,11 @@ impl OutputSpec {
             OutputFormat::NTuple => {
                 f.push(Field::new("positive_id", DataType::Int64, false));
                 for i in 1..=self.num_negatives {
-                    f.push(Field::new(format!("negative_{i}_id"), DataType::Int64, false));
+                    f.push(Field::new(
+                        format!("negative_{i}_id"),
+                        DataType::Int64,
+                        false,
+                    ));
                 }
             }
             OutputFormat::LabeledPair => f.push(Field::new("candidate_id", DataType::Int64, false)),

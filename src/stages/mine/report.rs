@@ -223,7 +223,7 @@ impl Stats {
         }
         s.push_str("<h2>mining_report.json</h2><pre>");
         s.push_str(&esc(
-            &serde_json::to_string_pretty(report).unwrap_or_default(),
+            &serde_json::to_string_pretty(report).unwrap_or_default()
         ));
         s.push_str("</pre></body></html>\n");
         s
@@ -297,7 +297,13 @@ fn class_svg(names: &[String], before: &[u64], after: &[u64]) -> String {
     let n = names.len().max(1);
     let w = (n as f32 * 14.0).max(320.0);
     let ht = 200.0f32;
-    let top = before.iter().chain(after).copied().max().unwrap_or(1).max(1) as f32;
+    let top = before
+        .iter()
+        .chain(after)
+        .copied()
+        .max()
+        .unwrap_or(1)
+        .max(1) as f32;
     let bw = w / n as f32;
     let mut s = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{ht}\" role=\"img\">"

@@ -52,7 +52,15 @@ impl Store {
     }
 
     /// Appends one record.
-    pub fn push(&mut self, emb: &[f32], id: i64, class: u32, view: i64, hash: u64, loc: (u32, u32)) {
+    pub fn push(
+        &mut self,
+        emb: &[f32],
+        id: i64,
+        class: u32,
+        view: i64,
+        hash: u64,
+        loc: (u32, u32),
+    ) {
         if self.dim == 0 {
             self.dim = emb.len();
         }
@@ -100,10 +108,12 @@ impl Store {
         let (sa, ra) = self.loc[a];
         let (sb, rb) = self.loc[b];
         match (&self.arrays[sa as usize], &self.arrays[sb as usize]) {
-            (Some(x), Some(y)) => match (value_bytes(x, ra as usize), value_bytes(y, rb as usize)) {
-                (Some(p), Some(q)) => p == q,
-                _ => true,
-            },
+            (Some(x), Some(y)) => {
+                match (value_bytes(x, ra as usize), value_bytes(y, rb as usize)) {
+                    (Some(p), Some(q)) => p == q,
+                    _ => true,
+                }
+            }
             _ => true,
         }
     }
