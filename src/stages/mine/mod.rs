@@ -479,11 +479,9 @@ fn read_vector(
     if col.is_null(row) {
         return Err("the embedding is null".into());
     }
-    let d = col.value_length() as usize;
-    let values = col.values().as_primitive::<Float32Type>();
-    let start = col.value_offset(row) as usize;
+    let value = col.value(row);
     out.clear();
-    out.extend_from_slice(&values.values()[start..start + d]);
+    out.extend_from_slice(value.as_primitive::<Float32Type>().values());
     if out.iter().any(|v| !v.is_finite()) {
         return Err("the embedding has a non-finite value".into());
     }
@@ -506,7 +504,7 @@ fn read_vector(
 
 fn column<'a>(b: &'a Batch, name: &str) -> Result<&'a ArrayRef> {
     b.data.column_by_name(name).ok_or_else(|| {
-        Error::Input(format!(
+        Error::Other(format!(
             "{}: column `{name}` is missing from a batch",
             b.meta.origin
         ))
