@@ -9,9 +9,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, FixedSizeListArray, Float32Array, Int32Array, Int64Array, StringArray,
+    ArrayRef, AsArray, FixedSizeListArray, Float32Array, Int32Array, Int64Array, StringArray,
 };
-use arrow::datatypes::{DataType, Field, Float32Type, Int64Type};
+use arrow::datatypes::{DataType, Field, Int64Type};
 use arrow::record_batch::RecordBatch;
 use common::*;
 use rand::{RngExt, SeedableRng};
@@ -361,5 +361,4 @@ fn a_missing_embedding_column_is_reported_with_its_key() {
         err.contains("`embedding` is not in the input") && err.contains("emb"),
         "{err}"
     );
-    let _ = Float32Type::DATA_TYPE;
 }
