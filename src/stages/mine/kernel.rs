@@ -122,6 +122,9 @@ impl TopK {
     }
 }
 
+/// One query block's disjoint slices of the result: its hits and its per-query counts.
+type BlockSlices<'a> = (&'a mut [Hit], &'a mut [u32]);
+
 /// Computes, for every query, its `k` best admissible candidates by inner product.
 ///
 /// `query_rows` selects (and may repeat) rows of `queries`; `None` means every row in order.
@@ -182,7 +185,7 @@ pub fn topk<R: Rules>(
             + tile_rows * k * std::mem::size_of::<Entry>());
 
     // Hand each block its own disjoint slices of the result.
-    let slots: Vec<Mutex<Option<(&mut [Hit], &mut [u32])>>> = out
+    let slots: Vec<Mutex<Option<BlockSlices<'_>>>> = out
         .hits
         .chunks_mut(qb * k)
         .zip(out.counts.chunks_mut(qb))
@@ -280,7 +283,7 @@ pub fn topk<R: Rules>(
     } else {
         std::thread::scope(|s| {
             for _ in 0..threads {
-                s.spawn(&work);
+                s.spawn(work);
             }
         });
     }
