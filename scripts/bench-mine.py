@@ -16,11 +16,11 @@
     identical negatives.
 
 Setup (once):
-    python3 -m venv /work/peer-venv
-    /work/peer-venv/bin/pip install faiss-cpu numpy pyarrow torch sentence-transformers datasets onnxruntime tokenizers
+    python3 -m venv .peer-venv
+    .peer-venv/bin/pip install faiss-cpu numpy pyarrow torch sentence-transformers datasets onnxruntime tokenizers
     cargo build --release && cargo bench --bench mine_kernel --no-run
 Run:
-    /work/peer-venv/bin/python scripts/bench-mine.py [--n 100000] [--pairs 20000] [--skip-kernel]
+    .peer-venv/bin/python scripts/bench-mine.py [--n 100000] [--pairs 20000] [--skip-kernel]
 """
 import argparse, json, os, resource, subprocess, sys, time
 from pathlib import Path
