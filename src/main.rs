@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tripline::runtime::progress::ProgressMode;
-use tripline::{Error, Pipeline, RunOptions, Shutdown};
+use tripline::{Pipeline, RunOptions, Shutdown};
 
 #[derive(Parser)]
 #[command(
@@ -261,9 +261,4 @@ async fn watch_signals(shutdown: Shutdown) {
             shutdown.abort();
         }
     }
-}
-
-#[allow(dead_code)]
-fn _exit_code_of(e: &Error) -> i32 {
-    e.exit_code()
 }

@@ -338,7 +338,7 @@ impl Pipeline {
                     ))
                 }
                 Section::Stages => {
-                    let input = count_in(inputs(), m.clone(), false);
+                    let input = inputs();
                     let stream =
                         crate::stages::build(name, &cfg.stages[name], input, &ctx, m.clone())
                             .map_err(|e| e.in_component(name))?;
@@ -350,7 +350,7 @@ impl Pipeline {
                     ))
                 }
                 Section::Sinks => {
-                    let input = count_in(inputs(), m.clone(), true);
+                    let input = count_sink_input(inputs(), m.clone());
                     match opts.sinks.remove(name) {
                         Some(custom) => custom(input),
                         None => {
@@ -562,11 +562,8 @@ fn receive(
     })
 }
 
-fn count_in(input: BatchStream, m: Arc<ComponentMetrics>, sink: bool) -> BatchStream {
-    // Stages running on the pool count their own input (they see it first); sinks count here.
-    if !sink {
-        return input;
-    }
+/// Counts a sink's `rows_in` as it reads (stages count their own input).
+fn count_sink_input(input: BatchStream, m: Arc<ComponentMetrics>) -> BatchStream {
     input
         .inspect(move |b| {
             if let Ok(b) = b {
