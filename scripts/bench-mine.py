@@ -22,7 +22,7 @@ Setup (once):
 Run:
     .peer-venv/bin/python scripts/bench-mine.py [--n 100000] [--pairs 20000] [--skip-kernel]
 """
-import argparse, json, os, resource, subprocess, sys, time
+import argparse, json, os, subprocess, sys, tempfile, time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -40,15 +40,20 @@ def run_child(code, env_extra=None):
 
 
 def timed_cmd(cmd, env_extra=None):
+    """Runs `cmd`; returns its stdout, wall seconds and its own peak RSS in MiB (from wait4,
+    so earlier children do not count)."""
     env = dict(os.environ, **(env_extra or {}))
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    t = time.perf_counter()
-    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    wall = time.perf_counter() - t
-    if p.returncode != 0:
-        sys.exit(f"{cmd}: {p.stderr}")
-    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return p.stdout, wall, max(rss, before) / 1024
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        t = time.perf_counter()
+        p = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
+        _, status, usage = os.wait4(p.pid, 0)
+        wall = time.perf_counter() - t
+        p.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        if p.returncode != 0:
+            sys.exit(f"{cmd}: {err.read().decode()}")
+        return out.read().decode(), wall, usage.ru_maxrss / 1024
 
 
 SKX = {"OPENBLAS_CORETYPE": "SkylakeX"}
