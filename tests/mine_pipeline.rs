@@ -176,104 +176,212 @@ fn labelled_global_hard_negatives_equal_a_naive_reference_and_are_thread_indepen
     assert!(ties <= 3, "{ties} anchors differ from the naive reference");
 }
 
+/// 300 (anchor, positive) pairs in 8 dimensions: anchor `q{i/2}` for pairs 2k, 2k+1 (two
+/// positives each), positive 17 repeats positive 3's text. Vectors by text.
+struct Pairs {
+    anchors: Vec<String>,
+    positives: Vec<String>,
+    vec_of: HashMap<String, Vec<f32>>,
+}
+
+impl Pairs {
+    fn new(rng: &mut rand_chacha::ChaCha8Rng) -> Pairs {
+        let n = 300;
+        let anchors: Vec<String> = (0..n).map(|i| format!("q{}", i / 2)).collect();
+        let positives: Vec<String> = (0..n)
+            .map(|i| {
+                if i == 17 {
+                    "p3".into()
+                } else {
+                    format!("p{i}")
+                }
+            })
+            .collect();
+        let mut vec_of: HashMap<String, Vec<f32>> = HashMap::new();
+        for q in 0..n / 2 {
+            let v = unit((0..8).map(|_| rng.random::<f32>() - 0.5).collect());
+            vec_of.insert(format!("q{q}"), v);
+        }
+        for (i, t) in positives.iter().enumerate() {
+            if !vec_of.contains_key(t) {
+                let q = &vec_of[&anchors[i]];
+                let v = unit(
+                    q.iter()
+                        .map(|x| x + 0.8 * (rng.random::<f32>() - 0.5))
+                        .collect(),
+                );
+                vec_of.insert(t.clone(), v);
+            }
+        }
+        Pairs {
+            anchors,
+            positives,
+            vec_of,
+        }
+    }
+
+    fn batch(&self) -> RecordBatch {
+        let emb = |ts: &[String]| {
+            vectors(
+                &ts.iter()
+                    .map(|t| self.vec_of[t].clone())
+                    .collect::<Vec<_>>(),
+            )
+        };
+        RecordBatch::try_from_iter(vec![
+            (
+                "anchor",
+                Arc::new(StringArray::from(self.anchors.clone())) as ArrayRef,
+            ),
+            (
+                "positive",
+                Arc::new(StringArray::from(self.positives.clone())),
+            ),
+            ("anchor_embedding", emb(&self.anchors)),
+            ("positive_embedding", emb(&self.positives)),
+        ])
+        .unwrap()
+    }
+
+    /// Checks every output row against a naive reference with sentence-transformers
+    /// semantics: candidates are the distinct positives plus `corpus` (deduplicated by text),
+    /// anchors grouped by text, reference score = the group's smallest positive score, the
+    /// group's positives excluded, relative margin 0.05, the 3 best kept. Returns the rows.
+    fn check(&self, got: &RecordBatch, corpus: &[String]) -> usize {
+        let mut cands: Vec<String> = Vec::new();
+        for p in self.positives.iter().chain(corpus) {
+            if !cands.contains(p) {
+                cands.push(p.clone());
+            }
+        }
+        let v = |t: &str| &self.vec_of[t];
+        let anchor_col = got.column_by_name("anchor").unwrap().as_string::<i32>();
+        for r in 0..got.num_rows() {
+            let q = anchor_col.value(r);
+            let my_pos: Vec<&String> = (0..self.anchors.len())
+                .filter(|&i| self.anchors[i] == q)
+                .map(|i| &self.positives[i])
+                .collect();
+            let refscore = my_pos
+                .iter()
+                .map(|p| dot(v(q), v(p)))
+                .fold(f64::INFINITY, f64::min);
+            let bound = refscore - refscore.abs() * 0.05;
+            let mut c: Vec<(f64, &String)> = cands
+                .iter()
+                .filter(|t| !my_pos.contains(t))
+                .map(|t| (dot(v(q), v(t)), t))
+                .filter(|x| x.0 <= bound)
+                .collect();
+            c.sort_by(|x, y| y.0.partial_cmp(&x.0).unwrap());
+            let want: Vec<&str> = c[..3].iter().map(|x| x.1.as_str()).collect();
+            let have: Vec<&str> = (1..=3)
+                .map(|k| {
+                    got.column_by_name(&format!("negative_{k}"))
+                        .unwrap()
+                        .as_string::<i32>()
+                        .value(r)
+                })
+                .collect();
+            assert_eq!(have, want, "row {r}");
+        }
+        got.num_rows()
+    }
+}
+
+const PAIRED: &str = "    mode: paired\n    anchor: anchor\n    positive: positive\n    scope: {type: global}\n    negatives: {strategy: hard, num_negatives: 3, range: [0, 20], relative_margin: 0.05}\n    output: {format: n-tuple}\n";
+
+fn concat(batches: &[RecordBatch]) -> RecordBatch {
+    arrow::compute::concat_batches(&batches[0].schema(), batches).unwrap()
+}
+
 #[test]
 fn paired_mode_groups_anchors_and_excludes_every_positive() {
     let d = tmp();
     let input = d.path().join("in/pairs.parquet");
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
-    let n = 300;
-    // Anchor i / 2 for pairs 2k, 2k+1: each anchor has two positives; positive 17 repeats 3's.
-    let anchors: Vec<String> = (0..n).map(|i| format!("q{}", i / 2)).collect();
-    let positives: Vec<String> = (0..n)
-        .map(|i| {
-            if i == 17 {
-                "p3".into()
-            } else {
-                format!("p{i}")
-            }
-        })
-        .collect();
-    let qv: Vec<Vec<f32>> = (0..n / 2)
-        .map(|_| unit((0..8).map(|_| rng.random::<f32>() - 0.5).collect()))
-        .collect();
-    let pv_by_text: HashMap<String, Vec<f32>> = positives
-        .iter()
-        .enumerate()
-        .map(|(i, t)| {
-            (
-                t.clone(),
-                unit(
-                    qv[i / 2]
-                        .iter()
-                        .map(|x| x + 0.8 * (rng.random::<f32>() - 0.5))
-                        .collect(),
-                ),
-            )
-        })
-        .collect();
-    let ae: Vec<Vec<f32>> = (0..n).map(|i| qv[i / 2].clone()).collect();
-    let pe: Vec<Vec<f32>> = positives.iter().map(|t| pv_by_text[t].clone()).collect();
-    let b = RecordBatch::try_from_iter(vec![
-        (
-            "anchor",
-            Arc::new(StringArray::from(anchors.clone())) as ArrayRef,
-        ),
-        ("positive", Arc::new(StringArray::from(positives.clone()))),
-        ("anchor_embedding", vectors(&ae)),
-        ("positive_embedding", vectors(&pe)),
-    ])
-    .unwrap();
-    write_parquet(&input, &[b], 100);
+    let pairs = Pairs::new(&mut rand_chacha::ChaCha8Rng::seed_from_u64(2));
+    write_parquet(&input, &[pairs.batch()], 100);
     let out = d.path().join("out");
-    let stage = "    mode: paired\n    anchor: anchor\n    positive: positive\n    scope: {type: global}\n    negatives: {strategy: hard, num_negatives: 3, range: [0, 20], relative_margin: 0.05}\n    output: {format: n-tuple}\n";
-    run(&pipeline(&input, &out, stage), 2);
-    let got = read_output(&out);
-    let got = arrow::compute::concat_batches(&got[0].schema(), &got).unwrap();
-    // Naive reference, sentence-transformers semantics: dedupe positives by text, group anchors
-    // by text, reference = smallest positive score, exclude the group's positives.
-    let mut corpus: Vec<String> = Vec::new();
-    for p in &positives {
-        if !corpus.contains(p) {
-            corpus.push(p.clone());
-        }
-    }
-    let anchor_col = got.column_by_name("anchor").unwrap().as_string::<i32>();
-    let mut checked = 0;
-    for r in 0..got.num_rows() {
-        let q = anchor_col.value(r);
-        let qi: usize = q[1..].parse().unwrap();
-        let my_pos: Vec<&String> = (0..n)
-            .filter(|&i| anchors[i] == q)
-            .map(|i| &positives[i])
-            .collect();
-        let refscore = my_pos
-            .iter()
-            .map(|p| dot(&qv[qi], &pv_by_text[*p]))
-            .fold(f64::INFINITY, f64::min);
-        let bound = refscore - refscore.abs() * 0.05;
-        let mut c: Vec<(f64, &String)> = corpus
-            .iter()
-            .filter(|t| !my_pos.contains(t))
-            .map(|t| (dot(&qv[qi], &pv_by_text[t]), t))
-            .filter(|x| x.0 <= bound)
-            .collect();
-        c.sort_by(|x, y| y.0.partial_cmp(&x.0).unwrap());
-        let want: Vec<&str> = c[..3].iter().map(|x| x.1.as_str()).collect();
-        let have: Vec<&str> = (1..=3)
-            .map(|k| {
-                got.column_by_name(&format!("negative_{k}"))
-                    .unwrap()
-                    .as_string::<i32>()
-                    .value(r)
-            })
-            .collect();
-        assert_eq!(have, want, "row {r}");
-        checked += 1;
-    }
+    run(&pipeline(&input, &out, PAIRED), 2);
+    let got = concat(&read_output(&out));
     // 300 rows, but positive "p3" is shared by q1 and q8: still one row per (anchor, positive).
-    assert_eq!(checked, 300);
+    assert_eq!(pairs.check(&got, &[]), 300);
     let ids = col_i64(&got, "anchor_id");
     assert_eq!(ids[0], 0, "row position is the id without an id column");
+}
+
+#[test]
+fn paired_mode_searches_an_extra_corpus_deduplicated_against_the_positives() {
+    let d = tmp();
+    let input = d.path().join("in/pairs.parquet");
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let mut pairs = Pairs::new(&mut rng);
+    // Corpus: 200 documents near random anchors (hard negatives for them), then three rows
+    // whose text is a positive's ("p5", "p40", "p3": never a negative of their own anchor),
+    // and a repeat of corpus document 7 (one candidate, not two).
+    let mut corpus: Vec<String> = (0..200).map(|i| format!("doc{i}")).collect();
+    for (i, t) in corpus.iter().enumerate() {
+        let q = &pairs.vec_of[&format!("q{}", (i * 37) % 150)];
+        let v = unit(
+            q.iter()
+                .map(|x| x + 0.7 * (rng.random::<f32>() - 0.5))
+                .collect(),
+        );
+        pairs.vec_of.insert(t.clone(), v);
+    }
+    corpus.extend(["p5", "p40", "p3", "doc7"].map(String::from));
+    write_parquet(&input, &[pairs.batch()], 100);
+    let emb: Vec<Vec<f32>> = corpus.iter().map(|t| pairs.vec_of[t].clone()).collect();
+    let docs = RecordBatch::try_from_iter(vec![
+        (
+            "text",
+            Arc::new(StringArray::from(corpus.clone())) as ArrayRef,
+        ),
+        ("text_embedding", vectors(&emb)),
+    ])
+    .unwrap();
+    let corpus_path = d.path().join("in/corpus.parquet");
+    write_parquet(&corpus_path, &[docs], 64);
+    let out = d.path().join("out");
+    let stage = format!("{PAIRED}    corpus: {{input: docs, column: text}}\n");
+    let yaml = pipeline(&input, &out, &stage).replace(
+        "stages:\n",
+        &format!(
+            "  docs:\n    type: parquet\n    path: {}\n    batch_rows: 50\nstages:\n",
+            corpus_path.display()
+        ),
+    );
+    run(&yaml, 2);
+    let got = concat(&read_output(&out));
+    assert_eq!(pairs.check(&got, &corpus), 300);
+    // Corpus documents were mined, with ids after the 300 pair rows (corpus position + 300).
+    let mut from_corpus = 0;
+    for k in 1..=3 {
+        let texts = got
+            .column_by_name(&format!("negative_{k}"))
+            .unwrap()
+            .as_string::<i32>();
+        let ids = col_i64(&got, &format!("negative_{k}_id"));
+        for (r, id) in ids.iter().enumerate() {
+            if let Some(i) = texts.value(r).strip_prefix("doc") {
+                assert_eq!(*id, 300 + i.parse::<i64>().unwrap(), "row {r}");
+                from_corpus += 1;
+            }
+        }
+    }
+    assert!(from_corpus > 300, "only {from_corpus} corpus negatives");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("mining_report.json")).unwrap()).unwrap();
+    assert_eq!(report["corpus_rows"], 204);
+    assert_eq!(report["corpus_duplicates"], 4);
+    assert_eq!(report["candidates"], 299 + 200);
+    // Same output for one worker: the corpus joins the candidates only after both inputs end.
+    let out1 = d.path().join("out1");
+    run(
+        &yaml.replace(&out.display().to_string(), &out1.display().to_string()),
+        1,
+    );
+    assert_eq!(concat(&read_output(&out1)), got);
 }
 
 #[test]
@@ -361,4 +469,59 @@ fn a_missing_embedding_column_is_reported_with_its_key() {
         err.contains("`embedding` is not in the input") && err.contains("emb"),
         "{err}"
     );
+}
+
+#[test]
+fn corpus_problems_are_reported_with_their_keys() {
+    let d = tmp();
+    let input = d.path().join("in/pairs.parquet");
+    let pairs = Pairs::new(&mut rand_chacha::ChaCha8Rng::seed_from_u64(3));
+    write_parquet(&input, &[pairs.batch()], 100);
+    // A corpus whose text is an integer column and whose embeddings have 3 dimensions, not 8.
+    let docs = RecordBatch::try_from_iter(vec![
+        ("text", Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef),
+        (
+            "text_embedding",
+            vectors(&[vec![1.0, 0.0, 0.0], vec![0.0, 1.0, 0.0]]),
+        ),
+    ])
+    .unwrap();
+    let corpus_path = d.path().join("in/corpus.parquet");
+    write_parquet(&corpus_path, &[docs], 64);
+    let with = |stage: &str| {
+        pipeline(&input, &d.path().join("o"), stage).replace(
+            "stages:\n",
+            &format!(
+                "  docs:\n    type: parquet\n    path: {}\nstages:\n",
+                corpus_path.display()
+            ),
+        )
+    };
+    let err = |yaml: String| Pipeline::from_yaml(&yaml, &[]).unwrap_err().to_string();
+    let e = err(with(&format!(
+        "{PAIRED}    corpus: {{input: docs, column: text}}\n"
+    )));
+    assert!(
+        e.contains("line 21:35: stage `mined`: column `text` is Int64")
+            && e.contains("column `text` is Int64, expected the positive column's type (Utf8)"),
+        "{e}"
+    );
+    assert!(
+        e.contains("line 21:13: stage `mined`: `text_embedding` has 3")
+            && e.contains(
+                "`text_embedding` has 3 dimensions but the pairs' `positive_embedding` has 8"
+            ),
+        "{e}"
+    );
+    let e = err(with(&format!("{PAIRED}    corpus: {{input: dcos}}\n")));
+    assert!(
+        e.contains("unknown input `dcos`") && e.contains("did you mean `docs`?"),
+        "{e}"
+    );
+    let e = err(with(&format!("{PAIRED}    corpus: {{input: recs}}\n")));
+    assert!(e.contains("`recs` is already one of `inputs`"), "{e}");
+    let e = err(with(
+        "    label: label\n    embedding: emb\n    corpus: {input: docs}\n",
+    ));
+    assert!(e.contains("`corpus` belongs to paired mode"), "{e}");
 }

@@ -410,6 +410,19 @@ impl StageConfig {
             StageConfig::Mine(c) => &c.inputs,
         }
     }
+
+    /// Upstream components this stage reads as separate streams (not merged into `inputs`),
+    /// each with the key path that names it: the `mine` stage's `corpus.input`.
+    pub fn side_inputs(&self) -> Vec<(&'static [&'static str], &String)> {
+        match self {
+            StageConfig::Mine(c) => c
+                .corpus
+                .iter()
+                .map(|k| (&["corpus", "input"][..], &k.input))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
 }
 
 impl SinkConfig {

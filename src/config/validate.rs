@@ -150,26 +150,49 @@ pub fn validate(loaded: &LoadedConfig) -> Result<Plan> {
     // Components reading (directly or not) from a component that failed to parse: their
     // schemas cannot be checked.
     let mut tainted: BTreeSet<String> = BTreeSet::new();
+    // Every component's inputs with their key paths: `inputs[i]`, then side inputs (read as
+    // separate streams, e.g. the `mine` stage's `corpus.input`).
     let mut inputs_of: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    let consumers_with_inputs: Vec<(Section, &String, &[String], bool)> = cfg
+    let mut side_of: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    type Listed<'a> = Vec<(Vec<String>, &'a String)>;
+    fn listed(inputs: &[String]) -> Listed<'_> {
+        inputs
+            .iter()
+            .enumerate()
+            .map(|(i, input)| (vec!["inputs".to_string(), i.to_string()], input))
+            .collect()
+    }
+    let consumers_with_inputs: Vec<(Section, &String, Listed, usize, bool)> = cfg
         .stages
         .iter()
-        .map(|(n, s)| (Section::Stages, n, s.inputs(), false))
-        .chain(
-            cfg.sinks
-                .iter()
-                .map(|(n, s)| (Section::Sinks, n, s.inputs(), false)),
-        )
+        .map(|(n, s)| {
+            let mut l = listed(s.inputs());
+            l.extend(
+                s.side_inputs()
+                    .into_iter()
+                    .map(|(path, i)| (path.iter().map(|k| k.to_string()).collect(), i)),
+            );
+            (Section::Stages, n, l, s.inputs().len(), false)
+        })
+        .chain(cfg.sinks.iter().map(|(n, s)| {
+            (
+                Section::Sinks,
+                n,
+                listed(s.inputs()),
+                s.inputs().len(),
+                false,
+            )
+        }))
         .chain(
             loaded
                 .broken
                 .iter()
                 .filter(|(s, _, _)| *s != Section::Sources)
-                .map(|(s, n, i)| (*s, n, i.as_slice(), true)),
+                .map(|(s, n, i)| (*s, n, listed(i.as_slice()), i.len(), true)),
         )
         .collect();
-    for (section, name, inputs, is_broken) in consumers_with_inputs {
-        if inputs.is_empty() {
+    for (section, name, inputs, main, is_broken) in consumers_with_inputs {
+        if main == 0 {
             if !is_broken {
                 problems.push(loaded.problem_at(
                     &[section.key(), name, "inputs"],
@@ -180,15 +203,17 @@ pub fn validate(loaded: &LoadedConfig) -> Result<Plan> {
             continue;
         }
         let mut ok = Vec::new();
-        for (i, input) in inputs.iter().enumerate() {
-            let at = [section.key(), name.as_str(), "inputs", &i.to_string()];
-            if input == name {
+        let mut side = Vec::new();
+        for (i, (key, input)) in inputs.iter().enumerate() {
+            let mut at = vec![section.key(), name.as_str()];
+            at.extend(key.iter().map(String::as_str));
+            if *input == name {
                 problems.push(loaded.problem_at(
                     &at,
                     label(section, name),
                     "a component cannot read its own output".into(),
                 ));
-            } else if cfg.sinks.contains_key(input) {
+            } else if cfg.sinks.contains_key(*input) {
                 problems.push(loaded.problem_at(
                     &at,
                     label(section, name),
@@ -207,21 +232,37 @@ pub fn validate(loaded: &LoadedConfig) -> Result<Plan> {
                     ),
                 ));
             } else if ok.contains(&input.as_str()) {
-                problems.push(loaded.problem_at(
-                    &at,
-                    label(section, name),
-                    format!("input `{input}` is listed twice"),
-                ));
+                let msg = if i < main {
+                    format!("input `{input}` is listed twice")
+                } else {
+                    format!("`{input}` is already one of `inputs`; read it only once")
+                };
+                problems.push(loaded.problem_at(&at, label(section, name), msg));
             } else if broken.contains_key(input.as_str()) {
                 tainted.insert(name.clone());
             } else {
                 ok.push(input.as_str());
+                if i >= main {
+                    side.push(input.as_str());
+                }
             }
         }
         if !is_broken {
             inputs_of.insert(name.as_str(), ok);
+            side_of.insert(name.as_str(), side);
         }
     }
+    // The inputs merged into one stream (what the fan-in and schema checks are about).
+    let main_of = |name: &str| -> Vec<&str> {
+        let side = side_of.get(name).map(Vec::as_slice).unwrap_or_default();
+        inputs_of
+            .get(name)
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|i| !side.contains(i))
+            .collect()
+    };
 
     // Consumers per producer; producers that feed nothing are worth a warning.
     let mut consumers: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -292,7 +333,8 @@ pub fn validate(loaded: &LoadedConfig) -> Result<Plan> {
     }
 
     // Fan-in whose inputs share an upstream could deadlock (inputs are read one after another).
-    for (name, inputs) in &inputs_of {
+    for name in inputs_of.keys() {
+        let inputs = main_of(name);
         if inputs.len() < 2 {
             continue;
         }
@@ -338,18 +380,26 @@ pub fn validate(loaded: &LoadedConfig) -> Result<Plan> {
     let cyclic = order.len() < indegree.len();
     if !cyclic {
         for (section, name) in &order {
-            let Some(inputs) = inputs_of.get(name.as_str()) else {
+            let Some(all) = inputs_of.get(name.as_str()) else {
                 continue;
             };
-            if tainted.contains(name) || inputs.iter().any(|i| tainted.contains(*i)) {
+            if tainted.contains(name) || all.iter().any(|i| tainted.contains(*i)) {
                 tainted.insert(name.clone());
                 continue;
             }
+            let inputs = main_of(name);
             let in_schemas: Vec<(&str, &SchemaRef)> = inputs
                 .iter()
                 .filter_map(|i| schemas.get(*i).map(|s| (*i, s)))
                 .collect();
-            if in_schemas.len() < inputs.len() || in_schemas.is_empty() {
+            let side: Vec<SchemaRef> = side_of
+                .get(name.as_str())
+                .into_iter()
+                .flatten()
+                .filter_map(|i| schemas.get(*i).cloned())
+                .collect();
+            let n_side = side_of.get(name.as_str()).map_or(0, Vec::len);
+            if in_schemas.len() < inputs.len() || in_schemas.is_empty() || side.len() < n_side {
                 continue; // an upstream problem was already reported
             }
             let first = in_schemas[0].1.clone();
@@ -371,7 +421,7 @@ pub fn validate(loaded: &LoadedConfig) -> Result<Plan> {
                 continue;
             }
             let result = match section {
-                Section::Stages => crate::stages::output_schema(&cfg.stages[name], &first),
+                Section::Stages => crate::stages::output_schema(&cfg.stages[name], &first, &side),
                 Section::Sinks => {
                     crate::sinks::check(&cfg.sinks[name], &first).map(|_| first.clone())
                 }

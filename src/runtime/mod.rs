@@ -302,21 +302,14 @@ impl Pipeline {
         let mut handles = Vec::new();
         for (section, name) in &self.plan.order {
             let m = metrics_by_name[name].clone();
-            let mut inputs = || -> BatchStream {
-                let ins = match section {
-                    Section::Stages => cfg.stages[name].inputs(),
-                    _ => cfg.sinks[name].inputs(),
-                };
-                let streams: Vec<BatchStream> = ins
-                    .iter()
-                    .map(|i| {
-                        let rx = receivers
-                            .remove(&(i.clone(), name.clone()))
-                            .expect("edge exists");
-                        let upstream = metrics_by_name[i].clone();
-                        receive(i.clone(), rx, upstream)
-                    })
-                    .collect();
+            let mut edge = |i: &String| -> BatchStream {
+                let rx = receivers
+                    .remove(&(i.clone(), name.clone()))
+                    .expect("edge exists");
+                receive(i.clone(), rx, metrics_by_name[i].clone())
+            };
+            let mut inputs = |ins: &[String]| -> BatchStream {
+                let streams: Vec<BatchStream> = ins.iter().map(&mut edge).collect();
                 futures::stream::iter(streams).flatten().boxed()
             };
             let fut: BoxFuture<'static, Result<()>> = match section {
@@ -338,10 +331,15 @@ impl Pipeline {
                     ))
                 }
                 Section::Stages => {
-                    let input = inputs();
-                    let stream =
-                        crate::stages::build(name, &cfg.stages[name], input, &ctx, m.clone())
-                            .map_err(|e| e.in_component(name))?;
+                    let stage = &cfg.stages[name];
+                    let input = inputs(stage.inputs());
+                    let side = stage
+                        .side_inputs()
+                        .into_iter()
+                        .map(|(_, i)| inputs(std::slice::from_ref(i)))
+                        .collect();
+                    let stream = crate::stages::build(name, stage, input, side, &ctx, m.clone())
+                        .map_err(|e| e.in_component(name))?;
                     Box::pin(drive(
                         name.clone(),
                         stream,
@@ -350,7 +348,7 @@ impl Pipeline {
                     ))
                 }
                 Section::Sinks => {
-                    let input = count_sink_input(inputs(), m.clone());
+                    let input = count_sink_input(inputs(cfg.sinks[name].inputs()), m.clone());
                     match opts.sinks.remove(name) {
                         Some(custom) => custom(input),
                         None => {

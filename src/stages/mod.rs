@@ -20,22 +20,26 @@ use crate::sources::PlanProblem;
 use crate::stream::BatchStream;
 
 /// The schema a stage emits for `input`, or the problems that stop it from running on it.
+/// `side` holds the schemas of its side inputs, in the order of
+/// [`StageConfig::side_inputs`].
 ///
 /// # Errors
 /// Every missing column and type mismatch, each with its key path inside the component.
 pub fn output_schema(
     cfg: &StageConfig,
     input: &SchemaRef,
+    side: &[SchemaRef],
 ) -> std::result::Result<SchemaRef, Vec<PlanProblem>> {
     match cfg {
         StageConfig::Clean(c) => clean::output_schema(c, input),
         StageConfig::Augment(c) => augment::output_schema(c, input),
         StageConfig::Embed(c) => embed::output_schema(c, input),
-        StageConfig::Mine(c) => mine::output_schema(c, input),
+        StageConfig::Mine(c) => mine::output_schema(c, input, side.first()),
     }
 }
 
-/// Builds a stage's lazy output stream over `input`.
+/// Builds a stage's lazy output stream over `input` (its `inputs`, merged) and `side` (its
+/// side inputs, in the order of [`StageConfig::side_inputs`]).
 ///
 /// # Errors
 /// When the stage cannot be set up (resources, pool capacity).
@@ -43,6 +47,7 @@ pub fn build(
     name: &str,
     cfg: &StageConfig,
     input: BatchStream,
+    side: Vec<BatchStream>,
     ctx: &Ctx,
     metrics: Arc<ComponentMetrics>,
 ) -> Result<BatchStream> {
@@ -50,7 +55,7 @@ pub fn build(
         StageConfig::Clean(c) => clean::build(name, c, input, ctx, metrics),
         StageConfig::Augment(c) => augment::build(name, c, input, ctx, metrics),
         StageConfig::Embed(c) => embed::build(name, c, input, ctx, metrics),
-        StageConfig::Mine(c) => mine::build(name, c, input, ctx, metrics),
+        StageConfig::Mine(c) => mine::build(name, c, input, side.into_iter().next(), ctx, metrics),
     }
 }
 

@@ -58,6 +58,12 @@ pub struct MineStageConfig {
     /// Paired mode: the positive embedding column; default `<positive>_embedding`.
     #[serde(default)]
     pub positive_embedding: Option<String>,
+    /// Paired mode: an extra candidate corpus read from another component (documents that are
+    /// candidate negatives in addition to every positive, like sentence-transformers'
+    /// `corpus`). Its rows are deduplicated against the positives and each other by exact
+    /// payload match.
+    #[serde(default)]
+    pub corpus: Option<Box<CorpusConfig>>,
     /// L2-normalise embeddings before scoring (default true), so scores are cosine
     /// similarities. Rows with a zero or non-finite embedding follow `on_error`.
     #[serde(default = "default_true")]
@@ -105,6 +111,27 @@ fn default_query_block() -> usize {
 }
 fn default_candidate_block() -> usize {
     4096
+}
+
+/// `corpus:` — an extra candidate corpus for paired mode, read from its own input.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CorpusConfig {
+    /// The source or stage whose rows form the corpus. It is read alongside `inputs` (both
+    /// at once, so the two may share an upstream) and must not also be listed there.
+    pub input: String,
+    /// The payload column (carried into the `negative…` columns; must have the positive
+    /// column's type); default: the `positive` column's name.
+    #[serde(default)]
+    pub column: Option<String>,
+    /// The embedding column (same dimension as the pairs'); default `<column>_embedding`.
+    #[serde(default)]
+    pub embedding: Option<String>,
+    /// Integer id column of the corpus; when the corpus has no such column, a corpus row's id is
+    /// the number of pair rows plus its position in the corpus input (from 0), so corpus ids
+    /// follow the pair ids.
+    #[serde(default = "default_id")]
+    pub id: String,
 }
 
 /// Input mode.

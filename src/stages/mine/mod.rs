@@ -77,6 +77,66 @@ fn emb_name(cfg: &MineStageConfig, which: &str) -> String {
     }
 }
 
+/// The corpus's payload column and embedding column names.
+fn corpus_columns(cfg: &MineStageConfig, c: &CorpusConfig) -> (String, String) {
+    let col = c
+        .column
+        .clone()
+        .or_else(|| cfg.positive.clone())
+        .unwrap_or_else(|| "positive".into());
+    let emb = c
+        .embedding
+        .clone()
+        .unwrap_or_else(|| format!("{col}_embedding"));
+    (col, emb)
+}
+
+/// Checks the `corpus` input's schema against the pairs' (`input`).
+fn check_corpus(
+    cfg: &MineStageConfig,
+    c: &CorpusConfig,
+    input: &SchemaRef,
+    corpus: &SchemaRef,
+    p: &mut Vec<PlanProblem>,
+) {
+    use super::require_column;
+    let key = |s: &str| vec!["corpus".to_string(), s.to_string()];
+    let (col, emb) = corpus_columns(cfg, c);
+    let positive = cfg
+        .positive
+        .as_ref()
+        .and_then(|n| input.field_with_name(n).ok())
+        .map(|f| f.data_type().clone());
+    let want = match &positive {
+        Some(t) => format!("the positive column's type ({t}): corpus rows become negatives"),
+        None => "the positive column's type".into(),
+    };
+    require_column(
+        corpus,
+        &col,
+        key("column"),
+        &want,
+        |t| positive.as_ref().is_none_or(|p| p == t),
+        p,
+    );
+    let vector = "a vector column (FixedSizeList<Float32, D>)";
+    require_column(corpus, &emb, key("embedding"), vector, is_vector, p);
+    let pe = emb_name(cfg, "positive");
+    if let (Ok(a), Ok(b)) = (corpus.field_with_name(&emb), input.field_with_name(&pe))
+        && let (DataType::FixedSizeList(_, da), DataType::FixedSizeList(_, db)) =
+            (a.data_type(), b.data_type())
+        && da != db
+    {
+        p.push((
+            key("embedding"),
+            format!("`{emb}` has {da} dimensions but the pairs' `{pe}` has {db}"),
+        ));
+    }
+    if corpus.field_with_name(&c.id).is_ok() {
+        require_column(corpus, &c.id, key("id"), "an integer column", is_int, p);
+    }
+}
+
 fn window(cfg: &NegativesConfig) -> (usize, usize) {
     let (min, max) = cfg.range.unwrap_or((0, None));
     (min, max.unwrap_or(min + cfg.num_negatives))
@@ -111,6 +171,7 @@ fn output_spec(cfg: &MineStageConfig, input: &SchemaRef) -> OutputSpec {
 pub fn output_schema(
     cfg: &MineStageConfig,
     input: &SchemaRef,
+    corpus: Option<&SchemaRef>,
 ) -> std::result::Result<SchemaRef, Vec<PlanProblem>> {
     use super::require_column;
     let mut p: Vec<PlanProblem> = Vec::new();
@@ -119,6 +180,13 @@ pub fn output_schema(
     let vector = "a vector column (FixedSizeList<Float32, D>)";
     match cfg.mode {
         MineMode::Labelled => {
+            if cfg.corpus.is_some() {
+                p.push((
+                    k("corpus"),
+                    "`corpus` belongs to paired mode (labelled mode searches its own records)"
+                        .into(),
+                ));
+            }
             require_column(input, &cfg.id, k("id"), "an integer column", is_int, &mut p);
             match &cfg.embedding {
                 Some(e) => require_column(input, e, k("embedding"), vector, is_vector, &mut p),
@@ -214,6 +282,9 @@ pub fn output_schema(
                     "paired mode supports `hard` and `random`".into(),
                 ));
             }
+            if let (Some(c), Some(cs)) = (&cfg.corpus, corpus) {
+                check_corpus(cfg, c, input, cs, &mut p);
+            }
         }
     }
     let n = &cfg.negatives;
@@ -296,7 +367,8 @@ pub fn output_schema(
     }
 }
 
-/// Builds the stage's lazy output stream.
+/// Builds the stage's lazy output stream over `input` and, in paired mode with `corpus`, the
+/// corpus input (both read at once).
 ///
 /// # Errors
 /// None at build time (the configuration was validated); errors travel in the stream: bad rows
@@ -306,6 +378,7 @@ pub fn build(
     name: &str,
     cfg: &MineStageConfig,
     input: BatchStream,
+    corpus: Option<BatchStream>,
     ctx: &Ctx,
     metrics: Arc<ComponentMetrics>,
 ) -> Result<BatchStream> {
@@ -330,20 +403,33 @@ pub fn build(
     let dirs: Vec<std::path::PathBuf> = ctx.output_dirs.get(name).cloned().unwrap_or_default();
     Ok(Box::pin(async_stream::try_stream! {
         let _cancel_on_drop = CancelOnDrop(cancel);
-        let mut input = input;
+        // Pairs and corpus are read at once (so the two may share an upstream); the corpus
+        // joins the candidates only when both have ended, so the result does not depend on how
+        // their batches interleave.
+        let corpus = corpus.unwrap_or_else(|| futures::stream::empty().boxed());
+        let mut input = futures::stream::select(
+            input.map(|b| (false, b)),
+            corpus.map(|b| (true, b)),
+        );
         let mut miner = miner;
         let streaming = matches!(miner.cfg.sampler, SamplerConfig::None)
             && !matches!(miner.cfg.scope, ScopeConfig::Global { .. });
         let mut seq = 0u64;
         let mut origin: Arc<str> = Arc::from(format!("mine:{}", miner.name).as_str());
-        while let Some(b) = input.next().await {
+        while let Some((is_corpus, b)) = input.next().await {
             let b = b?;
             miner.metrics.rows_in.fetch_add(b.num_rows() as u64, Ordering::Relaxed);
-            origin = b.meta.origin.clone();
+            if !is_corpus {
+                origin = b.meta.origin.clone();
+            }
             let (m, out) = blocking(move || {
                 let mut m = miner;
                 let t = Instant::now();
-                let r = m.ingest(&b).and_then(|new| if streaming { m.mine_streaming(new) } else { Ok(Vec::new()) });
+                let r = if is_corpus {
+                    m.ingest_corpus(&b).map(|_| Vec::new())
+                } else {
+                    m.ingest(&b).and_then(|new| if streaming { m.mine_streaming(new) } else { Ok(Vec::new()) })
+                };
                 m.metrics.busy_ns.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
                 (m, r)
             }).await?;
@@ -417,6 +503,12 @@ struct Paired {
     cands: Store,
     anchor_by_hash: HashMap<u64, Vec<u32>>,
     cand_by_hash: HashMap<u64, Vec<u32>>,
+    /// Rows of the extra `corpus` input, held apart until both inputs end.
+    corpus: Store,
+    /// Whether the corpus has its own id column (else ids follow the pair rows').
+    corpus_ids: bool,
+    /// Corpus rows read (their positions).
+    corpus_seen: u64,
     /// Per group: distinct positives (candidate index, id of the first row pairing them).
     positives: Vec<Vec<(u32, i64)>>,
     /// Per group: its positives' scores, and the reference (smallest) score.
@@ -674,20 +766,9 @@ impl Miner {
                 self.bad_row(b, row, "the anchor or the positive is null".into())?;
                 continue;
             }
-            if let Err(r) = read_vector(&ae, row, cfg.normalize, &mut va) {
-                self.bad_row(
-                    b,
-                    row,
-                    format!("column `{}`: {r}", emb_name(&cfg, "anchor")),
-                )?;
-                continue;
-            }
-            if let Err(r) = read_vector(&pe, row, cfg.normalize, &mut vp) {
-                self.bad_row(
-                    b,
-                    row,
-                    format!("column `{}`: {r}", emb_name(&cfg, "positive")),
-                )?;
+            if !self.read_row_vector(b, row, &ae, &emb_name(&cfg, "anchor"), &mut va)?
+                || !self.read_row_vector(b, row, &pe, &emb_name(&cfg, "positive"), &mut vp)?
+            {
                 continue;
             }
             let dim = self.paired.cands.dim;
@@ -745,6 +826,115 @@ impl Miner {
             }
             self.limit(self.paired.cands.len().max(self.paired.anchors.len()))?;
         }
+        Ok(())
+    }
+
+    /// Reads row `row` of the vector column `col` (named `name`) into `out`; a bad vector goes
+    /// to `on_error` and gives `Ok(false)`.
+    fn read_row_vector(
+        &mut self,
+        b: &Batch,
+        row: usize,
+        col: &FixedSizeListArray,
+        name: &str,
+        out: &mut Vec<f32>,
+    ) -> Result<bool> {
+        match read_vector(col, row, self.cfg.normalize, out) {
+            Ok(()) => Ok(true),
+            Err(r) => {
+                self.bad_row(b, row, format!("column `{name}`: {r}"))?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Holds a batch of the `corpus` input (paired mode) until both inputs end.
+    fn ingest_corpus(&mut self, b: &Batch) -> Result<()> {
+        let cfg = self.cfg.clone();
+        let c = cfg
+            .corpus
+            .as_ref()
+            .expect("a corpus input only with `corpus`");
+        let (col, emb) = corpus_columns(&cfg, c);
+        let payload = column(b, &col)?.clone();
+        let vectors = column(b, &emb)?.as_fixed_size_list().clone();
+        let ids = match b.data.column_by_name(&c.id) {
+            Some(a) => Some(as_i64(a)?),
+            None => None,
+        };
+        self.paired.corpus_ids = ids.is_some();
+        let slot = self.paired.corpus.add_array(Some(payload.clone()));
+        let mut v = Vec::new();
+        for row in 0..b.num_rows() {
+            let ordinal = self.paired.corpus_seen as i64;
+            self.paired.corpus_seen += 1;
+            self.stats.corpus_rows += 1;
+            let id = match &ids {
+                Some(a) if a.is_null(row) => {
+                    self.bad_row(b, row, format!("column `{}` is null", c.id))?;
+                    continue;
+                }
+                Some(a) => a.as_primitive::<Int64Type>().value(row),
+                None => ordinal,
+            };
+            if payload.is_null(row) {
+                self.bad_row(b, row, format!("column `{col}` is null"))?;
+                continue;
+            }
+            if !self.read_row_vector(b, row, &vectors, &emb, &mut v)? {
+                continue;
+            }
+            let h = payload_hash(&payload, row);
+            self.paired
+                .corpus
+                .push(&v, id, NO_CLASS, 0, h, (slot, row as u32));
+            self.limit(self.paired.cands.len() + self.paired.corpus.len())?;
+        }
+        Ok(())
+    }
+
+    /// Appends the held corpus rows to the candidates, in corpus order, skipping rows whose
+    /// payload equals a positive's or an earlier corpus row's.
+    fn merge_corpus(&mut self) -> Result<()> {
+        let pd = &mut self.paired;
+        let corpus = std::mem::take(&mut pd.corpus);
+        if !corpus.is_empty() && corpus.dim != pd.cands.dim {
+            return Err(Error::Other(format!(
+                "stage `{}`: corpus embeddings have {} dimensions but the pairs' have {}",
+                self.name, corpus.dim, pd.cands.dim
+            )));
+        }
+        let offset = if pd.corpus_ids {
+            0
+        } else {
+            self.rows_seen as i64
+        };
+        let mut slots: HashMap<u32, u32> = HashMap::new();
+        for r in 0..corpus.len() {
+            let (slot, row) = corpus.loc[r];
+            let arr = corpus.arrays[slot as usize]
+                .as_ref()
+                .expect("corpus rows keep their payload");
+            let h = corpus.hash[r];
+            if find_equal(&pd.cands, pd.cand_by_hash.get(&h), arr, row as usize).is_some() {
+                self.stats.corpus_duplicates += 1;
+                continue;
+            }
+            let cslot = *slots
+                .entry(slot)
+                .or_insert_with(|| pd.cands.add_array(Some(arr.clone())));
+            let c = pd.cands.len() as u32;
+            pd.cands.push(
+                corpus.row(r),
+                corpus.ids[r] + offset,
+                NO_CLASS,
+                0,
+                h,
+                (cslot, row),
+            );
+            pd.cand_by_hash.entry(h).or_default().push(c);
+        }
+        self.stats.candidates = pd.cands.len() as u64;
         Ok(())
     }
 
@@ -837,6 +1027,7 @@ impl Miner {
             return Ok(Vec::new()); // no input rows: nothing to mine
         }
         if cfg.mode == MineMode::Paired {
+            self.merge_corpus()?;
             self.prepare_paired()?;
             let n = self.paired.anchors.len();
             let per = cfg.output.batch_anchors;

@@ -97,6 +97,12 @@ pub struct Stats {
     pub guard_drops: [u64; 3],
     /// Rows whose embedding was rejected under `on_error: skip`.
     pub rows_skipped: u64,
+    /// Paired mode: distinct candidates searched (positives plus corpus rows, deduplicated).
+    pub candidates: u64,
+    /// Paired mode: rows read from the extra `corpus` input.
+    pub corpus_rows: u64,
+    /// Paired mode: corpus rows equal (exact payload) to a positive or an earlier corpus row.
+    pub corpus_duplicates: u64,
     /// Scores of positives.
     pub positive_scores: Histogram,
     /// Scores of negatives.
@@ -166,6 +172,9 @@ impl Stats {
             "anchors_without_enough_negatives": self.anchors_without_enough_negatives,
             "rows_dropped": self.rows_dropped,
             "rows_skipped": self.rows_skipped,
+            "candidates": self.candidates,
+            "corpus_rows": self.corpus_rows,
+            "corpus_duplicates": self.corpus_duplicates,
             "candidates_dropped_per_guard": guards,
             "scores": {
                 "positive": self.positive_scores.to_json(),
