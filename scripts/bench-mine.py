@@ -13,14 +13,17 @@
     precomputed embeddings (its encode calls return them; only its mining is timed, plus the
     Parquet read), range_max 50, num_negatives 5, relative_margin 0.05, sampling top,
     n-tuple. Prints wall seconds, peak RSS of each process, the ratio and the share of
-    identical negatives.
+    identical negatives. With --corpus N both also get an extra corpus (sentence-transformers'
+    `corpus` argument, tripline's `corpus:` input) of N KJV verses, half of them repeating
+    positives.
 
 Setup (once):
     python3 -m venv .peer-venv
     .peer-venv/bin/pip install faiss-cpu numpy pyarrow torch sentence-transformers datasets onnxruntime tokenizers
     cargo build --release && cargo bench --bench mine_kernel --no-run
 Run:
-    .peer-venv/bin/python scripts/bench-mine.py [--n 100000] [--pairs 20000] [--skip-kernel]
+    .peer-venv/bin/python scripts/bench-mine.py [--n 100000] [--pairs 20000] [--corpus 0]
+                                                [--skip-kernel] [--skip-e2e]
 """
 import argparse, json, os, subprocess, sys, tempfile, time
 from pathlib import Path
@@ -132,9 +135,17 @@ def embed(texts):
         out.append(v / np.linalg.norm(v, axis=1, keepdims=True))
     return np.concatenate(out).astype(np.float32)
 a = t.column('text').to_pylist(); p = t.column('kjv').to_pylist()
-ea, ep = embed(a), embed(p)
 vec = lambda e: pa.FixedSizeListArray.from_arrays(pa.array(e.reshape(-1)), 384)
-pq.write_table(pa.table({{'id': t.column('id'), 'anchor': a, 'positive': p, 'anchor_embedding': vec(ea), 'positive_embedding': vec(ep)}}), '{dst}')
+import os
+if not os.path.exists('{dst}'):
+    ea, ep = embed(a), embed(p)
+    pq.write_table(pa.table({{'id': t.column('id'), 'anchor': a, 'positive': p, 'anchor_embedding': vec(ea), 'positive_embedding': vec(ep)}}), '{dst}')
+if {corpus}:
+    # Corpus: the KJV text of the `corpus` verses centred on the end of the pairs, so half of
+    # it repeats positives (deduplicated by text) and half is new.
+    c = pq.read_table('{src}').slice(max({n} - {corpus} // 2, 0), {corpus})
+    ct = c.column('kjv').to_pylist()
+    pq.write_table(pa.table({{'id': pa.array(range(10**6, 10**6 + len(ct)), pa.int64()), 'text': ct, 'text_embedding': vec(embed(ct))}}), '{cdst}')
 print(json.dumps({{"rows": len(a)}}))
 """
 
@@ -147,8 +158,13 @@ t0 = time.perf_counter()  # after the imports: only reading the pairs and mining
 t = pq.read_table('{f}')
 a = t.column('anchor').to_pylist(); p = t.column('positive').to_pylist()
 emb = {{}}
-for texts, col in ((a, 'anchor_embedding'), (p, 'positive_embedding')):
-    e = np.asarray(t.column(col).combine_chunks().flatten(), dtype=np.float32).reshape(-1, 384)
+cols = [(t, a, 'anchor_embedding'), (t, p, 'positive_embedding')]
+corpus = None
+if '{cf}':
+    c = pq.read_table('{cf}'); corpus = c.column('text').to_pylist()
+    cols.append((c, corpus, 'text_embedding'))
+for tab, texts, col in cols:
+    e = np.asarray(tab.column(col).combine_chunks().flatten(), dtype=np.float32).reshape(-1, 384)
     for s, v in zip(texts, e):
         emb.setdefault(s, v)
 class Card: base_model = 'precomputed'
@@ -162,7 +178,7 @@ class Precomputed:
     def similarity_pairwise(self, x, y): return util.pairwise_cos_sim(torch.as_tensor(x), torch.as_tensor(y))
 ds = Dataset.from_dict({{'anchor': a, 'positive': p}})
 t1 = time.perf_counter()
-out = mine_hard_negatives(ds, Precomputed(), range_max=50, num_negatives=5, relative_margin=0.05, sampling_strategy='top', output_format='n-tuple', verbose=False)
+out = mine_hard_negatives(ds, Precomputed(), corpus=corpus, range_max=50, num_negatives=5, relative_margin=0.05, sampling_strategy='top', output_format='n-tuple', verbose=False)
 t2 = time.perf_counter()
 rows = {{(r['anchor'], r['positive']): [r[f'negative_{{i}}'] for i in range(1, 6)] for r in out}}
 json.dump({{k[0] + '\\x00' + k[1]: v for k, v in rows.items()}}, open('{dump}', 'w'))
@@ -170,19 +186,25 @@ print(json.dumps({{"seconds_total": t2 - t0, "seconds_mining": t2 - t1, "rows": 
 """
 
 
-def e2e_bench(pairs):
+def e2e_bench(pairs, corpus=0):
     import pyarrow.parquet as pq
     DATA.mkdir(exist_ok=True)
     f = DATA / f"verse-pairs-{pairs}.parquet"
+    cf = DATA / f"verse-corpus-{pairs}-{corpus}.parquet" if corpus else ""
     model = REPO / "models" / "all-MiniLM-L6-v2"
-    if not f.exists():
-        run_child(EMBED.format(src=REPO / "data/sample/verses.parquet", n=pairs, model=model, dst=f))
+    if not f.exists() or (cf and not cf.exists()):
+        run_child(EMBED.format(src=REPO / "data/sample/verses.parquet", n=pairs, model=model, dst=f,
+                               corpus=corpus, cdst=cf))
     out_dir = DATA / "mine-out"
     binary = REPO / "target" / "release" / "tripline"
-    _, wall, rss = timed_cmd([str(binary), "run", str(REPO / "scripts/mine-paired-bench.yaml"), "--overwrite", "--progress", "off",
-                              "--set", f"sources.pairs.path={f}", "--set", f"sinks.shards.path={out_dir}"])
+    cmd = [str(binary), "run", str(REPO / "scripts/mine-paired-bench.yaml"), "--overwrite", "--progress", "off",
+           "--set", f"sources.pairs.path={f}", "--set", f"sinks.shards.path={out_dir}"]
+    if corpus:
+        cmd += ["--set", f"sources.docs={{type: parquet, path: '{cf}'}}",
+                "--set", "stages.hard_pairs.corpus={input: docs, column: text}"]
+    _, wall, rss = timed_cmd(cmd)
     dump = DATA / "st-negatives.json"
-    st = run_child(ST.format(f=f, dump=dump))
+    st = run_child(ST.format(f=f, cf=cf, dump=dump))
     ours = {}
     for shard in sorted(out_dir.glob("part-*.parquet")):
         t = pq.read_table(shard).to_pydict()
@@ -194,6 +216,10 @@ def e2e_bench(pairs):
         mine = ours.get(k, [])
         total += len(v)
         same += sum(1 for j, x in enumerate(v) if j < len(mine) and mine[j] == x)
+    if corpus:
+        report = json.load(open(out_dir / "mining_report.json"))
+        print(f"extra corpus of {corpus} verses: {report['corpus_duplicates']} repeat a positive, "
+              f"{report['candidates']} candidates")
     print(f"end to end, {pairs} verse pairs, range_max 50, num_negatives 5, relative_margin 0.05, top, n-tuple")
     print(f"  tripline (whole process)          {wall:7.2f} s  peak RSS {rss:7.0f} MiB  rows {sum(1 for _ in ours)}")
     print(f"  sentence-transformers (read+mine) {st['seconds_total']:7.2f} s  (mining alone {st['seconds_mining']:.2f} s)  peak RSS {st['rss_mib']:7.0f} MiB  rows {st['rows']}")
@@ -205,10 +231,12 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--pairs", type=int, default=20_000)
+    ap.add_argument("--corpus", type=int, default=0,
+                    help="also pass an extra corpus of this many verses (half repeat positives)")
     ap.add_argument("--skip-kernel", action="store_true")
     ap.add_argument("--skip-e2e", action="store_true")
     a = ap.parse_args()
     if not a.skip_kernel:
         kernel_bench(a.n)
     if not a.skip_e2e:
-        e2e_bench(a.pairs)
+        e2e_bench(a.pairs, a.corpus)
