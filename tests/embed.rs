@@ -745,3 +745,71 @@ fn bundled_embed_pipelines_validate() {
         }
     }
 }
+
+/// `device: auto` (the default) in a fresh process, where nothing has loaded ONNX Runtime yet:
+/// the run succeeds, reports the provider that ran, and on the CPU uses the default
+/// parallelism (one single-threaded session per core, at most 4).
+#[test]
+fn device_auto_in_a_fresh_process_reports_what_ran_and_its_parallelism() {
+    require_ort();
+    let d = tmp();
+    let input = d.path().join("in.parquet");
+    let texts = [
+        "In the beginning.",
+        "And the earth was without form.",
+        "Light.",
+    ];
+    let texts: Vec<Option<&str>> = texts.iter().map(|t| Some(*t)).collect();
+    write_parquet(&input, &[text_batch(&texts)], 2);
+    let m = minilm();
+    let yaml = format!(
+        "version: 1\nsources:\n  s: {{type: parquet, path: {}}}\nstages:\n  e:\n    type: embed\n    inputs: [s]\n    model: {}\n    tokenizer: {}\n    columns: [text]\n    batch_size: 2\nsinks:\n  o: {{type: parquet_shards, inputs: [e], path: {}}}\n",
+        input.display(),
+        m.join("model.onnx").display(),
+        m.join("tokenizer.json").display(),
+        d.path().join("out").display()
+    );
+    let cfg = d.path().join("p.yaml");
+    std::fs::write(&cfg, yaml).unwrap();
+    let metrics = d.path().join("metrics.json");
+    let o = std::process::Command::new(bin())
+        .args([
+            "run",
+            cfg.to_str().unwrap(),
+            "--progress",
+            "off",
+            "--metrics-json",
+        ])
+        .arg(&metrics)
+        .env("TRIPLINE_LOG", "warn")
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&metrics).unwrap()).unwrap();
+    let e = &m["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "e")
+        .unwrap()["details"];
+    let cores = std::thread::available_parallelism().unwrap().get();
+    match e["execution_provider"].as_str().unwrap() {
+        "CPUExecutionProvider" => {
+            assert_eq!(e["device"], "cpu");
+            assert_eq!(e["workers"], cores.min(4) as u64, "{e}");
+            assert_eq!(
+                e["threads_per_worker"],
+                (cores / cores.min(4)) as u64,
+                "{e}"
+            );
+        }
+        "CUDAExecutionProvider" => assert_eq!(e["workers"], 1, "{e}"),
+        other => panic!("unexpected provider {other}"),
+    }
+    assert_eq!(read_output(&d.path().join("out"))[0].num_rows(), 3);
+}

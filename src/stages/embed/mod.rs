@@ -114,11 +114,13 @@ pub struct EmbedStageConfig {
     /// (checked against the model when it does).
     #[serde(default)]
     pub dim: Option<usize>,
-    /// Inference threads, each with its own ONNX Runtime session. Default 1.
+    /// Inference threads, each with its own ONNX Runtime session working on its own model
+    /// batches. Default on the CPU: one per core, at most 4 (`threads` set: cores / threads);
+    /// on a GPU: 1.
     #[serde(default)]
     pub workers: Option<usize>,
-    /// ONNX Runtime intra-op threads per session (CPU). Default: available cores divided by
-    /// `workers`.
+    /// ONNX Runtime intra-op threads per session. Default: available cores divided by
+    /// `workers` (so 1 per worker on machines with up to 4 cores).
     #[serde(default)]
     pub threads: Option<usize>,
     /// Rows gathered (whole input batches) before sorting by length and cutting model

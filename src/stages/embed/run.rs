@@ -219,9 +219,13 @@ pub(crate) fn build(
 
 /// Starts the workers (each builds its session and reports) and the preparation thread.
 async fn start(stage: &Arc<Stage>) -> Result<crossbeam_channel::Sender<Window>> {
-    let workers = stage.cfg.workers.unwrap_or(1).max(1);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let threads = stage.cfg.threads.unwrap_or((cores / workers).max(1));
+    let (workers, threads) = session::parallelism(
+        stage.cfg.workers,
+        stage.cfg.threads,
+        stage.plan.device,
+        cores,
+    );
     let (chunk_tx, chunk_rx) = crossbeam_channel::bounded::<Chunk>(2 * workers);
     let mut ready = Vec::new();
     for w in 0..workers {

@@ -74,6 +74,47 @@ fn commit(model: &Path, cuda: Option<i32>, threads: usize) -> ort::Result<Sessio
     builder.commit_from_file(model)
 }
 
+/// Most inference workers the defaults start (each holds its own copy of the model).
+pub const MAX_DEFAULT_WORKERS: usize = 4;
+
+/// Inference workers and intra-op threads per worker, from the configured values (either may
+/// be unset) on a machine with `cores` cores.
+///
+/// On the CPU, several single-threaded sessions on different batches use the cores better
+/// than one session splitting each batch across threads (no per-operator synchronisation;
+/// small models spend much of their time in short element-wise operators): by default one
+/// worker per core, at most [`MAX_DEFAULT_WORKERS`], the cores shared out among them. On a GPU
+/// one session feeds the device. `auto` counts as the CPU when ONNX Runtime has no CUDA
+/// execution provider.
+pub fn parallelism(
+    workers: Option<usize>,
+    threads: Option<usize>,
+    device: DeviceChoice,
+    cores: usize,
+) -> (usize, usize) {
+    let cores = cores.max(1);
+    let cpu = match device {
+        DeviceChoice::Cpu => true,
+        DeviceChoice::Cuda(_) => false,
+        // The library must be located before any ONNX Runtime call.
+        DeviceChoice::Auto => {
+            ort_env::environment().is_err() || !matches!(ep::CUDA::is_available(), Ok(true))
+        }
+    };
+    let (w, t) = match (workers, threads) {
+        (Some(w), Some(t)) => (w, t),
+        (Some(w), None) => (w, cores / w.max(1)),
+        (None, Some(t)) if cpu => ((cores / t.max(1)).min(MAX_DEFAULT_WORKERS), t),
+        (None, Some(t)) => (1, t),
+        (None, None) if cpu => {
+            let w = cores.min(MAX_DEFAULT_WORKERS);
+            (w, cores / w)
+        }
+        (None, None) => (1, cores),
+    };
+    (w.max(1), t.max(1))
+}
+
 /// Builds a session for `model` on `device` with `threads` intra-op threads.
 ///
 /// # Errors
@@ -188,6 +229,21 @@ pub fn run<R>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_defaults_to_single_threaded_workers_and_gpu_to_one_session() {
+        let cpu = DeviceChoice::Cpu;
+        assert_eq!(parallelism(None, None, cpu, 2), (2, 1));
+        assert_eq!(parallelism(None, None, cpu, 16), (4, 4));
+        assert_eq!(parallelism(None, None, cpu, 1), (1, 1));
+        assert_eq!(parallelism(Some(1), None, cpu, 8), (1, 8));
+        assert_eq!(parallelism(None, Some(2), cpu, 8), (4, 2));
+        assert_eq!(parallelism(None, Some(3), cpu, 2), (1, 3));
+        assert_eq!(parallelism(Some(3), Some(5), cpu, 2), (3, 5));
+        let gpu = DeviceChoice::Cuda(0);
+        assert_eq!(parallelism(None, None, gpu, 16), (1, 16));
+        assert_eq!(parallelism(None, Some(2), gpu, 16), (1, 2));
+    }
 
     #[test]
     fn device_names() {
