@@ -73,10 +73,19 @@ fn flight_only_yaml(input: &std::path::Path, port: u16, flight_extra: &str) -> S
 }
 
 async fn connect(port: u16) -> FlightClient {
+    connect_with(port, |ep| ep).await
+}
+
+/// Connects with the endpoint settings `f` applies, retrying until the server listens.
+async fn connect_with(
+    port: u16,
+    f: impl Fn(tonic::transport::Endpoint) -> tonic::transport::Endpoint,
+) -> FlightClient {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let ep =
-            tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}")).unwrap();
+        let ep = f(
+            tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}")).unwrap(),
+        );
         match ep.connect().await {
             Ok(ch) => return FlightClient::new(ch),
             // The pipeline task binds the port when it starts; retry until then.
@@ -867,7 +876,15 @@ fn flight_drain_ends_streams_cleanly() {
                 ..Default::default()
             },
         );
-        let mut c = connect(port).await;
+        // A 64 KiB flow-control window: the server can be at most that far ahead of what this
+        // client has read, far less than an epoch (40 batches of about 14 KB), so the drain
+        // below lands mid-epoch however fast the server is.
+        let window = 64 << 10;
+        let mut c = connect_with(port, |ep| {
+            ep.initial_stream_window_size(Some(window))
+                .initial_connection_window_size(Some(window))
+        })
+        .await;
         let t = |e: u64| json!({"rank": 0, "world_size": 1, "epoch": e});
         for e in 0..3 {
             let g = fetch(&mut c, t(e), None).await.unwrap();

@@ -2,24 +2,24 @@
 //! into training batches, epochs (the live first pass, then replays of a spool file in a
 //! seeded order), and routing batch `seq` of an epoch to rank `seq % world_size`.
 
-use std::fs::File;
-use std::io::{BufReader, BufWriter};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use arrow::datatypes::{Schema, SchemaRef};
-use arrow::ipc::reader::FileReader;
-use arrow::ipc::writer::FileWriter;
 use arrow::record_batch::RecordBatch;
+use arrow_flight::FlightData;
 use futures::StreamExt;
+use prost::bytes::Bytes;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use tokio::sync::{mpsc, watch};
 
 use super::Epochs;
+use super::encoded::{BatchEncoder, EncodedBatch};
+use super::spool::{Payload, ReplayAs, Spool};
 use crate::error::{Error, Result};
 use crate::runtime::ShutdownSignal;
 use crate::runtime::metrics::ComponentMetrics;
@@ -101,10 +101,42 @@ impl Rebatcher {
     }
 }
 
+/// A batch on its way to a rank: its place in the stream and its messages, encoded once.
+#[derive(Debug, Clone)]
+pub(crate) struct Served {
+    /// The epoch, from 0.
+    pub epoch: u64,
+    /// Position in the epoch.
+    pub seq: u64,
+    /// Position in the first pass.
+    pub index: u64,
+    /// The encoded batch.
+    pub batch: EncodedBatch,
+}
+
+impl Served {
+    /// Rows of the batch.
+    pub(crate) fn rows(&self) -> usize {
+        self.batch.rows()
+    }
+
+    /// The Flight messages to send: the batch's dictionaries, then the batch carrying the
+    /// metadata `{"epoch": e, "seq": s, "index": i, "rows": r}`.
+    pub(crate) fn messages(&self) -> Vec<FlightData> {
+        let meta = serde_json::json!({
+            "epoch": self.epoch,
+            "seq": self.seq,
+            "index": self.index,
+            "rows": self.rows(),
+        });
+        self.batch.to_send(Bytes::from(meta.to_string()))
+    }
+}
+
 /// What travels from the feed to one rank's queue.
 pub(crate) enum Item {
     /// A batch of the epoch.
-    Batch(TrainingBatch),
+    Batch(Served),
     /// Every batch of `epoch` for this rank has been queued.
     EpochEnd {
         /// The epoch that ended.
@@ -187,44 +219,83 @@ impl Drop for GoneOnDrop {
 }
 
 impl Router {
-    async fn send(&mut self, tb: TrainingBatch) -> Result<()> {
+    /// Whether this outlet takes encoded batches (Flight) rather than record batches.
+    fn wants_encoded(&self) -> bool {
+        matches!(self, Router::Ranks(_))
+    }
+
+    /// Sends batch `seq` of `epoch` (`index` in the first pass).
+    async fn send(&mut self, epoch: u64, seq: u64, index: u64, p: Payload) -> Result<()> {
         match self {
-            Router::Channel { tx, gone } => match tx.try_send(tb) {
-                Ok(()) => Ok(()),
-                Err(crossbeam_channel::TrySendError::Full(tb)) => {
-                    // A blocking hand-over, off the async threads; gives up when the feed is
-                    // dropped.
-                    let tx = tx.clone();
-                    let gone = gone.clone();
-                    tokio::task::spawn_blocking(move || {
-                        let mut tb = tb;
-                        loop {
-                            match tx.send_timeout(tb, Duration::from_millis(100)) {
-                                Ok(()) => return Ok(()),
-                                Err(crossbeam_channel::SendTimeoutError::Timeout(b)) => {
-                                    if gone.load(Ordering::SeqCst) {
-                                        return Err(receiver_gone());
-                                    }
-                                    tb = b;
-                                }
-                                Err(crossbeam_channel::SendTimeoutError::Disconnected(_)) => {
-                                    return Err(receiver_gone());
-                                }
-                            }
-                        }
-                    })
-                    .await
-                    .map_err(|e| Error::Other(format!("handing a batch over: {e}")))?
-                }
-                Err(crossbeam_channel::TrySendError::Disconnected(_)) => Err(receiver_gone()),
-            },
+            Router::Channel { tx, gone } => {
+                let Payload::Decoded(batch) = p else {
+                    return Err(Error::Other(
+                        "the channel sink was handed an encoded batch".into(),
+                    ));
+                };
+                let tb = TrainingBatch {
+                    batch,
+                    epoch,
+                    seq,
+                    index,
+                };
+                Router::hand_over(tx, gone, tb).await
+            }
             Router::Ranks(senders) => {
-                let rank = (tb.seq % senders.len() as u64) as usize;
+                let Payload::Encoded(batch) = p else {
+                    return Err(Error::Other(
+                        "the Flight server was handed a batch that is not encoded".into(),
+                    ));
+                };
+                let rank = (seq % senders.len() as u64) as usize;
+                let item = Item::Batch(Served {
+                    epoch,
+                    seq,
+                    index,
+                    batch,
+                });
                 senders[rank]
-                    .send(Item::Batch(tb))
+                    .send(item)
                     .await
                     .map_err(|_| Error::Other("the Flight server stopped".into()))
             }
+        }
+    }
+
+    /// Hands a batch to the channel's receiver, waiting on a blocking thread when it is full.
+    async fn hand_over(
+        tx: &crossbeam_channel::Sender<TrainingBatch>,
+        gone: &Arc<AtomicBool>,
+        tb: TrainingBatch,
+    ) -> Result<()> {
+        match tx.try_send(tb) {
+            Ok(()) => Ok(()),
+            Err(crossbeam_channel::TrySendError::Full(tb)) => {
+                // A blocking hand-over, off the async threads; gives up when the feed is
+                // dropped.
+                let tx = tx.clone();
+                let gone = gone.clone();
+                tokio::task::spawn_blocking(move || {
+                    let mut tb = tb;
+                    loop {
+                        match tx.send_timeout(tb, Duration::from_millis(100)) {
+                            Ok(()) => return Ok(()),
+                            Err(crossbeam_channel::SendTimeoutError::Timeout(b)) => {
+                                if gone.load(Ordering::SeqCst) {
+                                    return Err(receiver_gone());
+                                }
+                                tb = b;
+                            }
+                            Err(crossbeam_channel::SendTimeoutError::Disconnected(_)) => {
+                                return Err(receiver_gone());
+                            }
+                        }
+                    }
+                })
+                .await
+                .map_err(|e| Error::Other(format!("handing a batch over: {e}")))?
+            }
+            Err(crossbeam_channel::TrySendError::Disconnected(_)) => Err(receiver_gone()),
         }
     }
 
@@ -258,151 +329,6 @@ async fn unless_drained<F: std::future::Future>(
                 _ = sig.draining() => None,
             }
         }
-    }
-}
-
-/// The spool file: the first pass as an Arrow IPC file, removed on drop. Batches are written
-/// by a thread behind a small queue, so disk writes overlap serving.
-struct Spool {
-    path: PathBuf,
-    tx: Option<mpsc::Sender<RecordBatch>>,
-    done: Option<tokio::sync::oneshot::Receiver<Result<()>>>,
-}
-
-impl Drop for Spool {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-/// Batches queued for the spool writer.
-const SPOOL_QUEUE: usize = 4;
-
-impl Spool {
-    fn new(dir: &Path, label: &str) -> Spool {
-        Spool {
-            path: Spool::path_in(dir, label),
-            tx: None,
-            done: None,
-        }
-    }
-
-    fn path_in(dir: &Path, label: &str) -> PathBuf {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let safe: String = label
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-            .collect();
-        dir.join(format!(
-            ".tripline-spool-{safe}-{}-{nanos}.arrow",
-            std::process::id()
-        ))
-    }
-
-    async fn write(&mut self, b: RecordBatch) -> Result<()> {
-        if self.tx.is_none() {
-            // Create the file here, so that dropping the spool always finds it to remove.
-            let path = self.path.clone();
-            let schema = b.schema();
-            let w = tokio::task::spawn_blocking(move || -> Result<FileWriter<BufWriter<File>>> {
-                if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir)
-                        .map_err(|e| Error::io("creating spool directory", dir, e))?;
-                }
-                let f = File::create(&path).map_err(|e| Error::io("creating", &path, e))?;
-                FileWriter::try_new(BufWriter::with_capacity(1 << 20, f), &schema)
-                    .map_err(|e| Error::arrow(format!("starting spool {}", path.display()), e))
-            })
-            .await
-            .map_err(|e| Error::Other(format!("spool writer: {e}")))??;
-            let (tx, mut rx) = mpsc::channel::<RecordBatch>(SPOOL_QUEUE);
-            let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-            let path = self.path.clone();
-            crate::runtime::spawn::thread("tripline-spool-writer".into(), move || {
-                let mut w = w;
-                let ctx = |e| Error::arrow(format!("writing spool {}", path.display()), e);
-                let r = (|| {
-                    while let Some(b) = rx.blocking_recv() {
-                        w.write(&b).map_err(ctx)?;
-                    }
-                    w.finish().map_err(ctx)
-                })();
-                let _ = done_tx.send(r);
-            });
-            self.tx = Some(tx);
-            self.done = Some(done_rx);
-        }
-        let tx = self.tx.as_ref().expect("started above");
-        if tx.send(b).await.is_err() {
-            // The writer stopped early: its error says why.
-            self.tx = None;
-            return Err(self.join().await.err().unwrap_or_else(|| {
-                Error::Other(format!("spool writer for {} stopped", self.path.display()))
-            }));
-        }
-        Ok(())
-    }
-
-    async fn join(&mut self) -> Result<()> {
-        match self.done.take() {
-            Some(done) => done
-                .await
-                .unwrap_or_else(|_| Err(Error::Other("spool writer thread ended".into()))),
-            None => Ok(()),
-        }
-    }
-
-    /// Waits for every batch to be written and the file to be complete; returns its size.
-    async fn finish(&mut self) -> Result<u64> {
-        if self.done.is_none() {
-            return Ok(0);
-        }
-        self.tx = None;
-        self.join().await?;
-        std::fs::metadata(&self.path)
-            .map(|m| m.len())
-            .map_err(|e| Error::io("reading", &self.path, e))
-    }
-
-    /// Reads the spooled batches in `order` on a thread, a couple ahead.
-    fn replay(&self, order: Vec<u64>) -> mpsc::Receiver<Result<(u64, RecordBatch)>> {
-        let (tx, rx) = mpsc::channel(2);
-        let path = self.path.clone();
-        crate::runtime::spawn::thread("tripline-spool".into(), move || {
-            let open = || -> Result<FileReader<BufReader<File>>> {
-                let f = File::open(&path).map_err(|e| Error::io("opening", &path, e))?;
-                FileReader::try_new(BufReader::with_capacity(1 << 20, f), None)
-                    .map_err(|e| Error::arrow(format!("reading spool {}", path.display()), e))
-            };
-            let mut reader = match open() {
-                Ok(r) => r,
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(e));
-                    return;
-                }
-            };
-            for index in order {
-                let r = reader
-                    .set_index(index as usize)
-                    .and_then(|_| {
-                        reader.next().unwrap_or_else(|| {
-                            Err(arrow::error::ArrowError::IpcError(format!(
-                                "batch {index} missing"
-                            )))
-                        })
-                    })
-                    .map(|b| (index, b))
-                    .map_err(|e| Error::arrow(format!("reading spool {}", path.display()), e));
-                let failed = r.is_err();
-                if tx.blocking_send(r).is_err() || failed {
-                    return;
-                }
-            }
-        });
-        rx
     }
 }
 
@@ -490,6 +416,9 @@ async fn feed_inner(
 
     let mut spool = (settings.epochs != Epochs::Count(1))
         .then(|| Spool::new(&settings.spool_dir, &settings.label));
+    // Each batch is encoded once, for the Flight streams and the spool alike.
+    let mut encoder = BatchEncoder::new();
+    let encode = router.wants_encoded() || spool.is_some();
     let mut rebatcher = Rebatcher::new(settings.batch_size);
     let mut ready = Vec::new();
     let mut seq = 0u64;
@@ -509,17 +438,23 @@ async fn feed_inner(
                 report.batches_not_served += 1;
                 continue;
             }
-            if let Some(sp) = spool.as_mut() {
-                sp.write(rb.clone()).await?;
-            }
             let rows = rb.num_rows() as u64;
-            let tb = TrainingBatch {
-                batch: rb,
-                epoch: 0,
-                seq,
-                index: seq,
+            let encoded = if encode {
+                let e = encoder
+                    .encode(&rb)
+                    .map_err(|e| Error::arrow(format!("encoding batch {seq}"), e))?;
+                if let Some(sp) = spool.as_mut() {
+                    sp.write(rb.schema_ref(), &encoder, e.clone()).await?;
+                }
+                Some(e)
+            } else {
+                None
             };
-            match unless_drained(shutdown, router.send(tb)).await {
+            let payload = match encoded {
+                Some(e) if router.wants_encoded() => Payload::Encoded(e),
+                _ => Payload::Decoded(rb),
+            };
+            match unless_drained(shutdown, router.send(0, seq, seq, payload)).await {
                 Some(r) => r?,
                 None => {
                     report.drained = true;
@@ -578,18 +513,17 @@ async fn feed_inner(
     while settings.epochs.includes(epoch) {
         status.send_modify(|s| s.epoch = epoch);
         let order = epoch_order(seq, settings.seed, epoch);
-        let mut replay = spool.replay(order);
+        let how = if router.wants_encoded() {
+            ReplayAs::Encoded
+        } else {
+            ReplayAs::Decoded
+        };
+        let mut replay = spool.replay(order, how);
         let mut s = 0u64;
         while let Some(r) = replay.recv().await {
-            let (index, batch) = r?;
-            let rows = batch.num_rows() as u64;
-            let tb = TrainingBatch {
-                batch,
-                epoch,
-                seq: s,
-                index,
-            };
-            match unless_drained(shutdown, router.send(tb)).await {
+            let (index, payload) = r?;
+            let rows = payload.rows() as u64;
+            match unless_drained(shutdown, router.send(epoch, s, index, payload)).await {
                 Some(r) => r?,
                 None => {
                     report.drained = true;

@@ -18,11 +18,15 @@
 //!
 //! # Epochs
 //! Epoch 0 is served live, in pipeline order, while the pipeline runs. When more than one epoch
-//! is asked for, the first pass is also spooled to an Arrow IPC file in `spool_dir` (removed
-//! when the sink ends) and every later epoch replays it in a new order: a permutation of the
-//! batches drawn from ChaCha8 seeded with `seed + epoch`. Replaying a spool, rather than
-//! re-running the pipeline, keeps the expensive stages (embedding, mining) to one pass, keeps
-//! memory bounded by the batch, and makes every epoch hold exactly the same batches.
+//! is asked for, the first pass is also spooled to an Arrow IPC stream file in `spool_dir`
+//! (removed when the sink ends) and every later epoch replays it in a new order: a permutation
+//! of the batches drawn from ChaCha8 seeded with `seed + epoch`. Replaying a spool, rather
+//! than re-running the pipeline, keeps the expensive stages (embedding, mining) to one pass,
+//! keeps memory bounded by the batch, and makes every epoch hold exactly the same batches.
+//!
+//! Each batch is encoded to its Flight messages once, when it is routed; the live stream, the
+//! replay buffer and the spool share those bytes, and a replay serves the spooled bytes as
+//! they are, without decoding or re-encoding them.
 //!
 //! # Flow control
 //! Each rank has a queue of `max_buffered_batches`; the sink waits when the queue of the rank
@@ -44,8 +48,10 @@
 //! are refused with a gRPC status naming the problem; the server keeps serving the other
 //! ranks. A port already in use is reported when the sink is prepared, before anything runs.
 
+mod encoded;
 mod feed;
 mod server;
+mod spool;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arrow::datatypes::Schema;
-use arrow::ipc::writer::{DictionaryTracker, IpcDataGenerator, IpcWriteContext, IpcWriteOptions};
+use arrow::ipc::writer::IpcWriteOptions;
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
 use arrow_flight::{
     Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo,
@@ -17,12 +17,12 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::feed::{FeedSettings, FeedStatus, Item, Outlet, rank_counts, run_feed};
+use super::encoded::BatchEncoder;
+use super::feed::{FeedSettings, FeedStatus, Item, Outlet, Served, rank_counts, run_feed};
 use super::{FlightSinkConfig, Prepared};
 use crate::error::{Error, Result};
 use crate::runtime::metrics::ComponentMetrics;
 use crate::runtime::{Ctx, ShutdownSignal};
-use crate::sinks::channel::TrainingBatch;
 use crate::stream::BatchStream;
 
 /// A `DoGet` ticket (JSON): which rank of which world asks for which epoch, and optionally
@@ -60,7 +60,7 @@ impl Ticket {
 struct Sent {
     /// Position in everything sent to this rank.
     n: u64,
-    tb: TrainingBatch,
+    tb: Served,
 }
 
 /// One rank's state.
@@ -215,7 +215,7 @@ impl Shared {
         self: &Arc<Self>,
         t: Ticket,
         peer: String,
-    ) -> std::result::Result<(Lease, Vec<TrainingBatch>, bool), Status> {
+    ) -> std::result::Result<(Lease, Vec<Served>, bool), Status> {
         if t.world_size == 0 {
             return Err(Status::invalid_argument("world_size must be at least 1"));
         }
@@ -326,7 +326,7 @@ impl Shared {
                 None => slot.sent,
             },
         };
-        let replay: Vec<TrainingBatch> = slot
+        let replay: Vec<Served> = slot
             .history
             .iter()
             .filter(|s| s.n >= start && s.tb.epoch == t.epoch)
@@ -354,7 +354,7 @@ impl Shared {
     }
 
     /// Records that a batch was taken from rank `rank`'s queue and is being sent.
-    fn record_sent(&self, rank: u32, tb: &TrainingBatch) {
+    fn record_sent(&self, rank: u32, tb: &Served) {
         let mut inner = self.inner.lock().expect("flight state");
         let keep = self.cfg.replay_buffer;
         let slot = &mut inner.slots[rank as usize];
@@ -459,65 +459,26 @@ impl Drop for Lease {
     }
 }
 
-/// Encodes batches into Flight messages, one message per batch (never split).
-struct Encoder {
-    generator: IpcDataGenerator,
-    tracker: DictionaryTracker,
-    options: IpcWriteOptions,
-    context: IpcWriteContext,
-}
-
-impl Encoder {
-    fn new() -> Encoder {
-        Encoder {
-            generator: IpcDataGenerator::default(),
-            tracker: DictionaryTracker::new(false),
-            options: IpcWriteOptions::default(),
-            context: IpcWriteContext::default(),
+/// The end marker: a batch of zero rows (which every Flight client decodes) whose metadata is
+/// `{"end": kind, "epoch": e, "rank": r}`; the messages to yield.
+fn end_marker(
+    schema: &Arc<Schema>,
+    kind: &str,
+    epoch: u64,
+    rank: u32,
+) -> Vec<std::result::Result<FlightData, Status>> {
+    let empty = arrow::record_batch::RecordBatch::new_empty(schema.clone());
+    match BatchEncoder::new().encode(&empty) {
+        Ok(enc) => {
+            let meta = serde_json::json!({"end": kind, "epoch": epoch, "rank": rank});
+            enc.to_send(meta.to_string().into())
+                .into_iter()
+                .map(Ok)
+                .collect()
         }
-    }
-
-    fn schema(&self, schema: &Schema) -> FlightData {
-        SchemaAsIpc::new(schema, &self.options).into()
-    }
-
-    fn batch(&mut self, tb: &TrainingBatch) -> std::result::Result<Vec<FlightData>, Status> {
-        let (dicts, data) = self
-            .generator
-            .encode(
-                &tb.batch,
-                &mut self.tracker,
-                &self.options,
-                &mut self.context,
-            )
-            .map_err(|e| Status::internal(format!("encoding batch seq {}: {e}", tb.seq)))?;
-        let meta = serde_json::json!({
-            "epoch": tb.epoch,
-            "seq": tb.seq,
-            "index": tb.index,
-            "rows": tb.batch.num_rows(),
-        });
-        let mut out: Vec<FlightData> = dicts.into_iter().map(Into::into).collect();
-        out.push(FlightData::from(data).with_app_metadata(meta.to_string()));
-        Ok(out)
-    }
-
-    /// The end marker: a batch of zero rows (which every Flight client decodes) whose metadata
-    /// is `{"end": kind, "epoch": e, "rank": r}`.
-    fn end(
-        &mut self,
-        schema: &Arc<Schema>,
-        kind: &str,
-        epoch: u64,
-        rank: u32,
-    ) -> std::result::Result<FlightData, Status> {
-        let empty = arrow::record_batch::RecordBatch::new_empty(schema.clone());
-        let (_, data) = self
-            .generator
-            .encode(&empty, &mut self.tracker, &self.options, &mut self.context)
-            .map_err(|e| Status::internal(format!("encoding the end marker: {e}")))?;
-        let meta = serde_json::json!({"end": kind, "epoch": epoch, "rank": rank});
-        Ok(FlightData::from(data).with_app_metadata(meta.to_string()))
+        Err(e) => vec![Err(Status::internal(format!(
+            "encoding the end marker: {e}"
+        )))],
     }
 }
 
@@ -638,17 +599,16 @@ impl FlightService for Service {
         let epoch = t.epoch;
         let rank = t.rank;
         let stream = async_stream::stream! {
-            let mut enc = Encoder::new();
-            yield Ok(enc.schema(&schema));
+            yield Ok(BatchEncoder::new().schema(&schema));
             for tb in replay {
                 lease.sent(tb.seq);
-                for m in enc.batch(&tb)? {
+                for m in tb.messages() {
                     yield Ok(m);
                 }
             }
             if ends_after_replay {
                 lease.complete();
-                yield enc.end(&schema, "epoch", epoch, rank);
+                for m in end_marker(&schema, "epoch", epoch, rank) { yield m; }
                 return;
             }
             loop {
@@ -665,7 +625,7 @@ impl FlightService for Service {
                             _ = shutdown.draining() => {
                                 lease.complete();
                                 if shared.shutdown.is_draining() {
-                                    yield enc.end(&schema, "shutdown", epoch, rank);
+                                    for m in end_marker(&schema, "shutdown", epoch, rank) { yield m; }
                                 } else {
                                     // The run ended without a drain request: it failed or was
                                     // cancelled.
@@ -687,14 +647,14 @@ impl FlightService for Service {
                         }
                         shared.record_closed(rank);
                         let kind = if shared.shutdown.is_draining() { "shutdown" } else { "epoch" };
-                        yield enc.end(&schema, kind, epoch, rank);
+                        for m in end_marker(&schema, kind, epoch, rank) { yield m; }
                         return;
                     }
                     Some(Item::EpochEnd { epoch: e }) => {
                         shared.record_epoch_end(rank, e);
                         if e >= epoch {
                             lease.complete();
-                            yield enc.end(&schema, "epoch", epoch, rank);
+                            for m in end_marker(&schema, "epoch", epoch, rank) { yield m; }
                             return;
                         }
                     }
@@ -711,8 +671,7 @@ impl FlightService for Service {
                         }
                         shared.record_sent(rank, &tb);
                         lease.sent(tb.seq);
-                        let msgs = enc.batch(&tb)?;
-                        for m in msgs {
+                        for m in tb.messages() {
                             yield Ok(m);
                         }
                     }
