@@ -24,7 +24,9 @@ nulls and fixed-size lists of numbers (embeddings) become numpy views of the rec
 (read-only) and then ``torch.from_numpy`` views; strings become Python lists.
 
 Use the DataLoader with ``num_workers=0`` (or 1): the server already prepares batches in
-parallel, and two workers of one rank would compete for the same stream.
+parallel, and two workers of one rank would compete for the same stream. The dataset receives
+and converts ``prefetch`` batches (default 2) ahead on a background thread (``Prefetcher``), so
+the next batch is usually ready when the training step ends.
 
 A dropped connection is resumed transparently: the iterator reconnects with a ticket naming the
 last batch received (``"after": seq``) and the server continues without loss or duplication, as
@@ -41,9 +43,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import queue
 import sys
+import threading
 import time
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -162,6 +166,61 @@ class FlightBatches:
                 client = flight.connect(f"grpc://{self.address}")
 
 
+class Prefetcher:
+    """Reads up to ``depth`` items of ``source`` ahead on a background thread, so receiving and
+    decoding the next batches overlaps the training step (pyarrow and torch release the GIL
+    while they work). Order is kept; an exception in ``source`` is raised at the item where it
+    happened; leaving the loop early stops the thread. ``waited`` accumulates the seconds the
+    consumer spent blocked waiting for an item.
+    """
+
+    _END = object()
+
+    def __init__(self, source: Iterable, depth: int = 2):
+        if depth < 1:
+            raise ValueError("depth must be at least 1")
+        self.source = source
+        self.depth = depth
+        self.waited = 0.0
+
+    def __iter__(self) -> Iterator[Any]:
+        q: queue.Queue = queue.Queue(maxsize=self.depth)
+        stop = threading.Event()
+
+        def put(item) -> bool:
+            while not stop.is_set():
+                try:
+                    q.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def run() -> None:
+            try:
+                for item in self.source:
+                    if not put((None, item)):
+                        return
+                put((None, self._END))
+            except BaseException as e:  # handed to the consumer
+                put((e, None))
+
+        t = threading.Thread(target=run, name="flight-prefetch", daemon=True)
+        t.start()
+        try:
+            while True:
+                t0 = time.perf_counter()
+                err, item = q.get()
+                self.waited += time.perf_counter() - t0
+                if err is not None:
+                    raise err
+                if item is self._END:
+                    return
+                yield item
+        finally:
+            stop.set()
+
+
 def to_arrays(batch: pa.RecordBatch, as_torch: bool = True) -> dict[str, Any]:
     """Columns as numpy arrays (zero-copy views where Arrow allows), torch tensors when torch is
     installed and ``as_torch``; strings as lists."""
@@ -199,12 +258,13 @@ class FlightIterableDataset(_Base):
     ``DataLoader(ds, batch_size=None)`` and call ``set_epoch`` before each epoch."""
 
     def __init__(self, address: str, rank: int = 0, world_size: int = 1,
-                 token: str | None = None, as_torch: bool = True):
+                 token: str | None = None, as_torch: bool = True, prefetch: int = 2):
         self.address = address
         self.rank = rank
         self.world_size = world_size
         self.token = token
         self.as_torch = as_torch
+        self.prefetch = prefetch  # batches received and converted ahead; 0: none
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -214,19 +274,20 @@ class FlightIterableDataset(_Base):
         return FlightBatches(self.address, self.rank, self.world_size, self.epoch, self.token)
 
     def __iter__(self):
-        for batch, _meta in self.batches():
-            yield to_arrays(batch, self.as_torch)
+        items = (to_arrays(batch, self.as_torch) for batch, _meta in self.batches())
+        yield from (Prefetcher(items, self.prefetch) if self.prefetch else items)
 
 
 class DistributedFlightDataset(FlightIterableDataset):
     """``FlightIterableDataset`` whose rank and world size come from ``torch.distributed``."""
 
-    def __init__(self, address: str, token: str | None = None, as_torch: bool = True):
+    def __init__(self, address: str, token: str | None = None, as_torch: bool = True,
+                 prefetch: int = 2):
         if torch is None or not torch.distributed.is_initialized():
             raise RuntimeError("DistributedFlightDataset needs an initialised torch.distributed "
                                "process group; use FlightIterableDataset(rank=, world_size=)")
         super().__init__(address, torch.distributed.get_rank(),
-                         torch.distributed.get_world_size(), token, as_torch)
+                         torch.distributed.get_world_size(), token, as_torch, prefetch)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -238,6 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--token", default=None)
     p.add_argument("--id-column", default="id", help="column reported per batch in --out")
     p.add_argument("--out", default=None, help="write what arrived as JSON here")
+    p.add_argument("--prefetch", type=int, default=0,
+                   help="batches to receive ahead on a background thread (0: none)")
     p.add_argument("--disconnect-after", type=int, default=None,
                    help="drop the stream once after this many batches and resume (test hook)")
     args = p.parse_args(argv)
@@ -246,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     for epoch in range(args.epochs):
         it = FlightBatches(args.address, args.rank, args.world_size, epoch, args.token,
                            disconnect_after=args.disconnect_after if epoch == 0 else None)
-        for batch, meta in it:
+        for batch, meta in (Prefetcher(it, args.prefetch) if args.prefetch else it):
             arrays = to_arrays(batch, as_torch=False)
             ids = arrays.get(args.id_column)
             meta = dict(meta)

@@ -5,7 +5,9 @@ Cases (256-row batches, fixed seed, data generated once into bench-data/flight/)
   text       triplets with text payloads (anchor / positive / negative, ~60-250 chars each)
   embedding  triplet ids + a 384-float embedding per row (FixedSizeList<Float32, 384>)
   sleep      text triplets to a consumer that sleeps STEP ms per batch (a training step):
-             the fraction of its time spent waiting for data
+             the fraction of its time spent waiting for data, reading with read_chunk in the
+             training loop, and reading through examples/torch_consumer.py's Prefetcher (2
+             batches received ahead on a thread, as FlightIterableDataset does by default)
 
 For text and embedding it reports batches/s, MB/s (Arrow buffer bytes received) and the
 per-batch latency (time from asking for the next batch to having it: p50 / p99), for epoch 0
@@ -40,6 +42,8 @@ import pyarrow.flight as flight
 import pyarrow.ipc as ipc
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "examples"))
+from torch_consumer import Prefetcher  # noqa: E402
 DATA = REPO / "bench-data" / "flight"
 ROWS_PER_BATCH = 256
 
@@ -92,12 +96,23 @@ def make_embedding(n_rows: int, path: Path) -> None:
                 schema=schema))
 
 
-def consume(address: str, epoch: int, step_s: float = 0.0, token=None) -> dict:
-    """Reads one rank-0-of-1 epoch; per-batch latency = time blocked in read_chunk."""
+def consume(address: str, epoch: int, step_s: float = 0.0, token=None, prefetch: int = 0) -> dict:
+    """Reads one rank-0-of-1 epoch; per-batch latency = time blocked waiting for the next batch
+    (in read_chunk, or with `prefetch` in the queue of examples/torch_consumer.py's
+    Prefetcher, which calls read_chunk on a background thread)."""
     client = flight.connect(f"grpc://{address}")
     ticket = flight.Ticket(json.dumps({"rank": 0, "world_size": 1, "epoch": epoch}).encode())
     t_start = time.perf_counter()
     reader = client.do_get(ticket)
+
+    def chunks():
+        while True:
+            try:
+                yield reader.read_chunk()
+            except StopIteration:
+                return
+
+    source = iter(Prefetcher(chunks(), prefetch)) if prefetch else chunks()
     lat = []
     nbytes = 0
     batches = 0
@@ -105,9 +120,8 @@ def consume(address: str, epoch: int, step_s: float = 0.0, token=None) -> dict:
     first_wait = None
     while True:
         t0 = time.perf_counter()
-        try:
-            chunk = reader.read_chunk()
-        except StopIteration:
+        chunk = next(source, None)
+        if chunk is None:
             break
         dt = time.perf_counter() - t0
         if chunk.data is None or chunk.data.num_rows == 0:
@@ -202,12 +216,13 @@ def run_case(name: str, data: Path, repeat: int) -> dict:
 
 
 def run_sleep(data: Path, step_ms: float, repeat: int) -> dict:
-    runs = []
+    runs, pre_runs = [], []
     for _ in range(repeat):
-        p, addr, log = serve_tripline(data, epochs=1)
-        runs.append(consume(addr, 0, step_s=step_ms / 1e3))
-        if p.wait(timeout=120) != 0:
-            sys.exit("tripline serve failed:\n" + "".join(log))
+        for prefetch, out in ((0, runs), (2, pre_runs)):
+            p, addr, log = serve_tripline(data, epochs=1)
+            out.append(consume(addr, 0, step_s=step_ms / 1e3, prefetch=prefetch))
+            if p.wait(timeout=120) != 0:
+                sys.exit("tripline serve failed:\n" + "".join(log))
     # The peer: the same consumer against pyarrow's server holding every batch in memory, so
     # the data is always there: what remains is the cost of read_chunk itself (decoding,
     # waking up) — the floor for any server.
@@ -219,13 +234,18 @@ def run_sleep(data: Path, step_ms: float, repeat: int) -> dict:
         peer.shutdown()
     keys = ("batches", "seconds", "wait_fraction", "wait_fraction_with_startup")
     s = {m: statistics.median(r[m] for r in runs) for m in keys}
+    pre = {m: statistics.median(r[m] for r in pre_runs) for m in keys}
     ps = {m: statistics.median(r[m] for r in peer_runs) for m in keys}
     print(f"\n== sleep: {s['batches']:.0f} text batches, {step_ms} ms step, medians of {repeat}")
     print(f"tripline: consumer waited {100 * s['wait_fraction']:.3f}% of its time after the "
           f"first batch ({100 * s['wait_fraction_with_startup']:.3f}% including start-up) over "
           f"{s['seconds']:.2f} s")
+    print(f"tripline, consumer prefetching 2 batches on a thread (examples/torch_consumer.py "
+          f"Prefetcher): waited {100 * pre['wait_fraction']:.3f}% "
+          f"({100 * pre['wait_fraction_with_startup']:.3f}% including start-up)")
     print(f"pyarrow server (all in memory): {100 * ps['wait_fraction']:.3f}% "
           f"({100 * ps['wait_fraction_with_startup']:.3f}% including start-up)")
+    s["prefetch"] = pre
     s["peer"] = ps
     return s
 

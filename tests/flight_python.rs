@@ -126,7 +126,8 @@ fn python_ranks_receive_disjoint_batches_whose_union_is_the_shards() {
 
     let outs = [d.path().join("rank0.json"), d.path().join("rank1.json")];
     let mut c0 = consumer(&py, &addr, 0, &outs[0], &["--disconnect-after", "3"]);
-    let mut c1 = consumer(&py, &addr, 1, &outs[1], &[]);
+    // Rank 1 reads through the prefetching thread.
+    let mut c1 = consumer(&py, &addr, 1, &outs[1], &["--prefetch", "2"]);
     assert!(c0.wait().unwrap().success(), "rank 0 consumer failed");
     assert!(c1.wait().unwrap().success(), "rank 1 consumer failed");
     // The server exits by itself once both ranks have consumed both epochs.
@@ -170,4 +171,18 @@ fn python_ranks_receive_disjoint_batches_whose_union_is_the_shards() {
             "epoch {epoch}: the union is the recorded output"
         );
     }
+}
+
+#[test]
+fn consumer_prefetcher_keeps_order_bounds_read_ahead_and_raises_errors() {
+    let o = Command::new(python())
+        .arg(repo().join("tests/python/prefetch.py"))
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success() && String::from_utf8_lossy(&o.stdout).contains("prefetch ok"),
+        "prefetch.py failed:\n{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
