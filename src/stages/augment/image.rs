@@ -63,14 +63,30 @@ impl Img {
                 image::codecs::png::FilterType::Adaptive,
             )
             .write_image(&self.data, self.w, self.h, ExtendedColorType::Rgb8),
-            ImageEncoding::Jpeg => image::codecs::jpeg::JpegEncoder::new_with_quality(
-                &mut *out, quality,
-            )
-            .write_image(&self.data, self.w, self.h, ExtendedColorType::Rgb8),
+            ImageEncoding::Jpeg => return self.encode_jpeg(quality, out),
             ImageEncoding::Webp => image::codecs::webp::WebPEncoder::new_lossless(&mut *out)
                 .write_image(&self.data, self.w, self.h, ExtendedColorType::Rgb8),
         };
         r.map_err(|e| format!("cannot encode image: {e}"))
+    }
+
+    /// Baseline JPEG at `quality` with 4:2:0 chroma subsampling (libjpeg's and so PIL's default
+    /// for `save(..., quality=q)`), standard Huffman tables. Uses the encoder's AVX2 path when
+    /// the CPU has it.
+    fn encode_jpeg(&self, quality: u8, out: &mut Vec<u8>) -> Result<(), String> {
+        let (w, h) = match (u16::try_from(self.w), u16::try_from(self.h)) {
+            (Ok(w), Ok(h)) => (w, h),
+            _ => {
+                return Err(format!(
+                    "cannot encode image: {}x{} is larger than JPEG allows (65,535 a side)",
+                    self.w, self.h
+                ));
+            }
+        };
+        let mut enc = jpeg_encoder::Encoder::new(&mut *out, quality.clamp(1, 100));
+        enc.set_sampling_factor(jpeg_encoder::SamplingFactor::F_2_2);
+        enc.encode(&self.data, w, h, jpeg_encoder::ColorType::Rgb)
+            .map_err(|e| format!("cannot encode image: {e}"))
     }
 
     #[cfg(test)]
