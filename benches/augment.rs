@@ -3,8 +3,9 @@
 //! Groups:
 //! * `augment_text` — the text pipeline alone (tokenise, ops, join) over 8,192 verse-length
 //!   sentences: `deletion+swap` (the end-to-end benchmark's ops) and `all_ops` (every text op).
-//! * `augment_image` — one generated 500×375 JPEG: `decode` alone, and the views pipeline
-//!   (random resized crop 224 + flip + colour jitter + JPEG q90 encode) from decoded pixels.
+//! * `augment_image` — one generated 500×375 JPEG: `decode` alone, colour jitter and JPEG q90
+//!   encode alone on a 224×224 crop, and the views pipeline (random resized crop 224 + flip +
+//!   colour jitter + JPEG q90 encode) from decoded pixels.
 //! * `augment_vector` — noise + dropout + scaling + L2 normalisation of 768-d vectors.
 //!
 //! Run: `cargo bench --bench augment` (add `-- augment_text` to pick a group). The whole-pipeline
@@ -18,8 +19,8 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tripline::stages::augment::config::{
     AugmentOp, CaseMode, CharEdit, ImageEncoding, PunctuationMode,
 };
-use tripline::stages::augment::image::{ImagePipeline, ImageScratch, Img};
-use tripline::stages::augment::rng::record_key;
+use tripline::stages::augment::image::{ImagePipeline, ImageScratch, Img, Jitter};
+use tripline::stages::augment::rng::{OpRng, record_key};
 use tripline::stages::augment::text::{TextPipeline, TextScratch};
 use tripline::stages::augment::vector::VectorPipeline;
 
@@ -145,6 +146,36 @@ fn bench_image(c: &mut Criterion) {
             quality: 90,
         },
     ]);
+    // The pieces of that pipeline on a 224×224 crop: colour jitter (a fresh draw each time) and
+    // the JPEG q90 encode.
+    let crop = {
+        let data = (0..224 * 224)
+            .flat_map(|k| src.data[k * 3..k * 3 + 3].to_vec())
+            .collect();
+        Img {
+            w: 224,
+            h: 224,
+            data,
+        }
+    };
+    let mut work = crop.clone();
+    let mut j = 0u64;
+    g.bench_function("jitter_224", |b| {
+        b.iter(|| {
+            j += 1;
+            work.data.copy_from_slice(&crop.data);
+            let mut rng = OpRng::new(record_key(SEED, 2, j, 0), 2);
+            Jitter::draw(0.4, 0.4, 0.4, 0.1, &mut rng).apply(&mut work);
+            black_box(work.data[0])
+        })
+    });
+    let mut encoded = Vec::new();
+    g.bench_function("jpeg_q90_encode_224", |b| {
+        b.iter(|| {
+            crop.encode(ImageEncoding::Jpeg, 90, &mut encoded).unwrap();
+            black_box(encoded.len())
+        })
+    });
     let mut s = ImageScratch::default();
     let mut t = Vec::new();
     let mut i = 0u64;

@@ -63,14 +63,30 @@ impl Img {
                 image::codecs::png::FilterType::Adaptive,
             )
             .write_image(&self.data, self.w, self.h, ExtendedColorType::Rgb8),
-            ImageEncoding::Jpeg => image::codecs::jpeg::JpegEncoder::new_with_quality(
-                &mut *out, quality,
-            )
-            .write_image(&self.data, self.w, self.h, ExtendedColorType::Rgb8),
+            ImageEncoding::Jpeg => return self.encode_jpeg(quality, out),
             ImageEncoding::Webp => image::codecs::webp::WebPEncoder::new_lossless(&mut *out)
                 .write_image(&self.data, self.w, self.h, ExtendedColorType::Rgb8),
         };
         r.map_err(|e| format!("cannot encode image: {e}"))
+    }
+
+    /// Baseline JPEG at `quality` with 4:2:0 chroma subsampling (libjpeg's and so PIL's default
+    /// for `save(..., quality=q)`), standard Huffman tables. Uses the encoder's AVX2 path when
+    /// the CPU has it.
+    fn encode_jpeg(&self, quality: u8, out: &mut Vec<u8>) -> Result<(), String> {
+        let (w, h) = match (u16::try_from(self.w), u16::try_from(self.h)) {
+            (Ok(w), Ok(h)) => (w, h),
+            _ => {
+                return Err(format!(
+                    "cannot encode image: {}x{} is larger than JPEG allows (65,535 a side)",
+                    self.w, self.h
+                ));
+            }
+        };
+        let mut enc = jpeg_encoder::Encoder::new(&mut *out, quality.clamp(1, 100));
+        enc.set_sampling_factor(jpeg_encoder::SamplingFactor::F_2_2);
+        enc.encode(&self.data, w, h, jpeg_encoder::ColorType::Rgb)
+            .map_err(|e| format!("cannot encode image: {e}"))
     }
 
     #[cfg(test)]
@@ -581,75 +597,215 @@ impl Jitter {
     }
 
     /// Applies the adjustments in order; a factor of exactly 1 (shift 0) leaves the image alone.
+    ///
+    /// Every step rounds to whole byte values, as an 8-bit image would between steps. The
+    /// steps run fused over blocks of pixels held as float planes (one pass over the image, two
+    /// when contrast follows another step, since contrast needs the mean luma of the image it
+    /// is applied to), on AVX2 when the CPU has it.
     pub fn apply(&self, img: &mut Img) {
+        let steps = self.steps();
+        if steps.is_empty() {
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2 (checked just above).
+            unsafe { jitter_avx2(&mut img.data, &steps) };
+            return;
+        }
+        jitter_kernel(&mut img.data, &steps);
+    }
+
+    /// The adjustments that change something, in order.
+    fn steps(&self) -> Vec<Step> {
+        let mut steps = Vec::with_capacity(4);
         for step in self.order {
             match step {
-                0 if self.brightness != 1.0 => {
-                    let f = self.brightness as f32;
-                    let lut: [u8; 256] = std::array::from_fn(|v| clamp_u8(v as f32 * f));
-                    img.data.iter_mut().for_each(|v| *v = lut[*v as usize]);
-                }
-                1 if self.contrast != 1.0 => {
-                    let n = (img.data.len() / 3) as f64;
-                    let sum: u64 = img
-                        .data
-                        .chunks_exact(3)
-                        .map(|p| luma(p[0], p[1], p[2]) as u64)
-                        .sum();
-                    let mean = (sum as f64 / n) as f32;
-                    let f = self.contrast as f32;
-                    let lut: [u8; 256] =
-                        std::array::from_fn(|v| clamp_u8(mean + f * (v as f32 - mean)));
-                    img.data.iter_mut().for_each(|v| *v = lut[*v as usize]);
-                }
-                2 if self.saturation != 1.0 => {
-                    let f = self.saturation as f32;
-                    for p in img.data.chunks_exact_mut(3) {
-                        let l = luma(p[0], p[1], p[2]) as f32;
-                        for v in p.iter_mut() {
-                            *v = clamp_u8(l + f * (*v as f32 - l));
+                0 if self.brightness != 1.0 => steps.push(Step::Brightness(self.brightness as f32)),
+                1 if self.contrast != 1.0 => steps.push(Step::Contrast(self.contrast as f32)),
+                2 if self.saturation != 1.0 => steps.push(Step::Saturation(self.saturation as f32)),
+                3 if self.hue != 0.0 => steps.push(Step::Hue(self.hue as f32)),
+                _ => {}
+            }
+        }
+        steps
+    }
+}
+
+/// One colour-jitter adjustment with its factor.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Step {
+    /// `x · f`.
+    Brightness(f32),
+    /// `m + f · (x − m)`, `m` the image's mean luma.
+    Contrast(f32),
+    /// `l + f · (x − l)`, `l` the pixel's luma.
+    Saturation(f32),
+    /// Hue rotation by this many turns.
+    Hue(f32),
+}
+
+/// Pixels per block of the colour-jitter kernel: the three planes of a block stay in L1 and
+/// the loops over them are whole vector widths.
+const BLOCK: usize = 64;
+
+/// One block of pixels as float planes; between steps every value is a whole number in
+/// `0..=255`.
+struct Planes {
+    r: [f32; BLOCK],
+    g: [f32; BLOCK],
+    b: [f32; BLOCK],
+}
+
+impl Planes {
+    /// Loads up to [`BLOCK`] interleaved RGB pixels (`px.len() / 3` of them).
+    #[inline(always)]
+    fn load(&mut self, px: &[u8]) {
+        let planes = self.r.iter_mut().zip(&mut self.g).zip(&mut self.b);
+        for (p, ((r, g), b)) in px.chunks_exact(3).zip(planes) {
+            (*r, *g, *b) = (p[0] as f32, p[1] as f32, p[2] as f32);
+        }
+    }
+
+    /// Stores the first `px.len() / 3` pixels back (values are already whole bytes).
+    #[inline(always)]
+    fn store(&self, px: &mut [u8]) {
+        let planes = self.r.iter().zip(&self.g).zip(&self.b);
+        for (p, ((r, g), b)) in px.chunks_exact_mut(3).zip(planes) {
+            p.copy_from_slice(&[*r as u8, *g as u8, *b as u8]);
+        }
+    }
+
+    /// Sum of the integer luma of the first `n` pixels.
+    #[inline(always)]
+    fn luma_sum(&self, n: usize) -> u64 {
+        // Eight running sums, one per lane (each stays a whole number far below 2²⁴, so the
+        // float sums are exact).
+        let mut acc = [0f32; 8];
+        for i in 0..BLOCK {
+            let l = luma_f(self.r[i], self.g[i], self.b[i]);
+            acc[i % 8] += if i < n { l } else { 0.0 };
+        }
+        acc.iter().map(|&a| a as u64).sum()
+    }
+
+    /// Applies `steps` in order (`mean`: the mean luma a contrast step blends with).
+    #[inline(always)]
+    fn run(&mut self, steps: &[Step], mean: f32) {
+        for &step in steps {
+            match step {
+                Step::Brightness(f) => {
+                    for plane in [&mut self.r, &mut self.g, &mut self.b] {
+                        for x in plane.iter_mut() {
+                            *x = round_byte(*x * f);
                         }
                     }
                 }
-                3 if self.hue != 0.0 => {
-                    let shift = self.hue as f32;
-                    for p in img.data.chunks_exact_mut(3) {
-                        let out = shift_hue([p[0], p[1], p[2]], shift);
-                        p.copy_from_slice(&out);
+                Step::Contrast(f) => {
+                    for plane in [&mut self.r, &mut self.g, &mut self.b] {
+                        for x in plane.iter_mut() {
+                            *x = round_byte(mean + f * (*x - mean));
+                        }
                     }
                 }
-                _ => {}
+                Step::Saturation(f) => {
+                    for i in 0..BLOCK {
+                        let (r, g, b) = (self.r[i], self.g[i], self.b[i]);
+                        let l = luma_f(r, g, b);
+                        self.r[i] = round_byte(l + f * (r - l));
+                        self.g[i] = round_byte(l + f * (g - l));
+                        self.b[i] = round_byte(l + f * (b - l));
+                    }
+                }
+                Step::Hue(shift) => {
+                    for i in 0..BLOCK {
+                        let [r, g, b] = hue_px([self.r[i], self.g[i], self.b[i]], shift);
+                        self.r[i] = r;
+                        self.g[i] = g;
+                        self.b[i] = b;
+                    }
+                }
             }
         }
     }
 }
 
-/// Rounds half up to the nearest byte value (the same as `round` for the non-negative values
-/// kept); avoids the `roundf` library call on CPUs without SSE4.1.
-#[inline]
-fn clamp_u8(v: f32) -> u8 {
-    (v.clamp(0.0, 255.0) + 0.5) as u8
+/// [`jitter_kernel`] compiled for AVX2.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn jitter_avx2(data: &mut [u8], steps: &[Step]) {
+    jitter_kernel(data, steps);
 }
 
-/// Rotates the hue of one pixel by `shift` turns (HSV round trip).
-#[inline]
-fn shift_hue(p: [u8; 3], shift: f32) -> [u8; 3] {
-    let (r, g, b) = (p[0] as f32, p[1] as f32, p[2] as f32);
+/// Applies `steps` in order to interleaved RGB `data`, block by block.
+#[inline(always)]
+fn jitter_kernel(data: &mut [u8], steps: &[Step]) {
+    let mut p = Planes {
+        r: [0.0; BLOCK],
+        g: [0.0; BLOCK],
+        b: [0.0; BLOCK],
+    };
+    // Steps before a contrast step run in a first pass that also sums the luma contrast needs.
+    let (rest, mean) = match steps.iter().position(|s| matches!(s, Step::Contrast(_))) {
+        Some(k) => {
+            let mut sum = 0u64;
+            for px in data.chunks_mut(BLOCK * 3) {
+                p.load(px);
+                if k > 0 {
+                    p.run(&steps[..k], 0.0);
+                    p.store(px);
+                }
+                sum += p.luma_sum(px.len() / 3);
+            }
+            let mean = (sum as f64 / (data.len() / 3) as f64) as f32;
+            (&steps[k..], mean)
+        }
+        None => (steps, 0.0),
+    };
+    for px in data.chunks_mut(BLOCK * 3) {
+        p.load(px);
+        p.run(rest, mean);
+        p.store(px);
+    }
+}
+
+/// Rounds half up to a whole byte value, as a float (`clamp_u8` without leaving floats; one
+/// `vroundps` where SSE4.1 is enabled, as in the AVX2 kernel).
+#[inline(always)]
+fn round_byte(v: f32) -> f32 {
+    (v.clamp(0.0, 255.0) + 0.5).floor()
+}
+
+/// [`luma`] on whole-number floats, exactly: every product and partial sum is a whole number
+/// below 2²⁴, so the float arithmetic is the integer arithmetic.
+#[inline(always)]
+fn luma_f(r: f32, g: f32, b: f32) -> f32 {
+    ((r * 19595.0 + g * 38470.0 + b * 7471.0 + 32768.0) * (1.0 / 65536.0)).floor()
+}
+
+/// Rotates the hue of one pixel (whole-number channel values) by `shift` turns, HSV round
+/// trip, rounded to whole byte values. Written without branches (selects only) so that the
+/// loop over a block vectorises; grey pixels (no hue) come back unchanged.
+#[inline(always)]
+fn hue_px([r, g, b]: [f32; 3], shift: f32) -> [f32; 3] {
     let max = r.max(g).max(b);
     let min = r.min(g).min(b);
     let delta = max - min;
-    if delta == 0.0 {
-        return p;
-    }
-    // Branches instead of `rem_euclid`/`floor` (library calls in this hot loop).
-    let sector = if max == r {
-        let x = (g - b) / delta;
-        if x < 0.0 { x + 6.0 } else { x }
+    let (num, base) = if max == r {
+        (g - b, 0.0)
     } else if max == g {
-        (b - r) / delta + 2.0
+        (b - r, 2.0)
     } else {
-        (r - g) / delta + 4.0
+        (r - g, 4.0)
     };
+    // For grey pixels this divides by zero; the result is discarded below.
+    let mut sector = num / delta + base;
+    if sector < 0.0 {
+        sector += 6.0;
+    }
     let mut h = sector / 6.0 + shift;
     if h >= 1.0 {
         h -= 1.0;
@@ -660,21 +816,50 @@ fn shift_hue(p: [u8; 3], shift: f32) -> [u8; 3] {
     let s = delta / max;
     let v = max;
     let h6 = h * 6.0;
-    // h6 >= 0, so truncation is floor.
-    let i = (h6 as i32).min(5);
-    let f = h6 - i as f32;
-    let pp = v * (1.0 - s);
+    let i = h6.floor().min(5.0);
+    let f = h6 - i;
+    let p = v * (1.0 - s);
     let q = v * (1.0 - s * f);
     let t = v * (1.0 - s * (1.0 - f));
-    let (r, g, b) = match i {
-        0 => (v, t, pp),
-        1 => (q, v, pp),
-        2 => (pp, v, t),
-        3 => (pp, q, v),
-        4 => (t, pp, v),
-        _ => (v, pp, q),
+    let nr = if i == 0.0 || i == 5.0 {
+        v
+    } else if i == 1.0 {
+        q
+    } else if i == 4.0 {
+        t
+    } else {
+        p
     };
-    [clamp_u8(r), clamp_u8(g), clamp_u8(b)]
+    let ng = if i == 0.0 {
+        t
+    } else if i <= 2.0 {
+        v
+    } else if i == 3.0 {
+        q
+    } else {
+        p
+    };
+    let nb = if i <= 1.0 {
+        p
+    } else if i == 2.0 {
+        t
+    } else if i == 5.0 {
+        q
+    } else {
+        v
+    };
+    if delta == 0.0 {
+        [r, g, b]
+    } else {
+        [round_byte(nr), round_byte(ng), round_byte(nb)]
+    }
+}
+
+/// Rounds half up to the nearest byte value (the same as `round` for the non-negative values
+/// kept); avoids the `roundf` library call on CPUs without SSE4.1.
+#[inline]
+fn clamp_u8(v: f32) -> u8 {
+    (v.clamp(0.0, 255.0) + 0.5) as u8
 }
 
 /// Reflects index `i` into `0..n` (edge pixel not repeated), as torchvision's padding.
@@ -781,6 +966,95 @@ mod tests {
         );
     }
 
+    /// The straightforward jitter (per-value lookup tables for brightness and contrast, per-pixel
+    /// saturation and hue), kept as the reference the fused kernel is checked against.
+    fn reference_apply(j: &Jitter, img: &mut Img) {
+        for step in j.order {
+            match step {
+                0 if j.brightness != 1.0 => {
+                    let f = j.brightness as f32;
+                    let lut: [u8; 256] = std::array::from_fn(|v| clamp_u8(v as f32 * f));
+                    img.data.iter_mut().for_each(|v| *v = lut[*v as usize]);
+                }
+                1 if j.contrast != 1.0 => {
+                    let n = (img.data.len() / 3) as f64;
+                    let sum: u64 = img
+                        .data
+                        .chunks_exact(3)
+                        .map(|p| luma(p[0], p[1], p[2]) as u64)
+                        .sum();
+                    let mean = (sum as f64 / n) as f32;
+                    let f = j.contrast as f32;
+                    let lut: [u8; 256] =
+                        std::array::from_fn(|v| clamp_u8(mean + f * (v as f32 - mean)));
+                    img.data.iter_mut().for_each(|v| *v = lut[*v as usize]);
+                }
+                2 if j.saturation != 1.0 => {
+                    let f = j.saturation as f32;
+                    for p in img.data.chunks_exact_mut(3) {
+                        let l = luma(p[0], p[1], p[2]) as f32;
+                        for v in p.iter_mut() {
+                            *v = clamp_u8(l + f * (*v as f32 - l));
+                        }
+                    }
+                }
+                3 if j.hue != 0.0 => {
+                    let shift = j.hue as f32;
+                    for p in img.data.chunks_exact_mut(3) {
+                        let out = shift_hue([p[0], p[1], p[2]], shift);
+                        p.copy_from_slice(&out);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The reference per-pixel hue rotation (HSV round trip with branches).
+    fn shift_hue(p: [u8; 3], shift: f32) -> [u8; 3] {
+        let (r, g, b) = (p[0] as f32, p[1] as f32, p[2] as f32);
+        let max = r.max(g).max(b);
+        let min = r.min(g).min(b);
+        let delta = max - min;
+        if delta == 0.0 {
+            return p;
+        }
+        // Branches instead of `rem_euclid`/`floor` (library calls in this hot loop).
+        let sector = if max == r {
+            let x = (g - b) / delta;
+            if x < 0.0 { x + 6.0 } else { x }
+        } else if max == g {
+            (b - r) / delta + 2.0
+        } else {
+            (r - g) / delta + 4.0
+        };
+        let mut h = sector / 6.0 + shift;
+        if h >= 1.0 {
+            h -= 1.0;
+        }
+        if h < 0.0 {
+            h += 1.0;
+        }
+        let s = delta / max;
+        let v = max;
+        let h6 = h * 6.0;
+        // h6 >= 0, so truncation is floor.
+        let i = (h6 as i32).min(5);
+        let f = h6 - i as f32;
+        let pp = v * (1.0 - s);
+        let q = v * (1.0 - s * f);
+        let t = v * (1.0 - s * (1.0 - f));
+        let (r, g, b) = match i {
+            0 => (v, t, pp),
+            1 => (q, v, pp),
+            2 => (pp, v, t),
+            3 => (pp, q, v),
+            4 => (t, pp, v),
+            _ => (v, pp, q),
+        };
+        [clamp_u8(r), clamp_u8(g), clamp_u8(b)]
+    }
+
     #[test]
     fn zero_jitter_is_identity() {
         let orig = pattern(9, 9);
@@ -820,13 +1094,119 @@ mod tests {
         assert_eq!(img.data, vec![50, 25, 100]);
     }
 
+    /// `hue_px` on bytes.
+    fn hue_bytes(p: [u8; 3], shift: f32) -> [u8; 3] {
+        hue_px(p.map(|v| v as f32), shift).map(|v| v as u8)
+    }
+
     #[test]
     fn full_turn_hue_shift_is_identity_and_third_turn_rotates_channels() {
-        for p in [[200u8, 30, 90], [10, 250, 40], [0, 0, 255]] {
+        for p in [[200u8, 30, 90], [10, 250, 40], [0, 0, 255], [7, 7, 7]] {
+            assert_eq!(hue_bytes(p, 1.0), p);
             assert_eq!(shift_hue(p, 1.0), p);
         }
-        // Red rotated by a third of the circle is green.
-        assert_eq!(shift_hue([255, 0, 0], 1.0 / 3.0), [0, 255, 0]);
+        // Red rotated by a third of the circle is green, by two thirds blue.
+        assert_eq!(hue_bytes([255, 0, 0], 1.0 / 3.0), [0, 255, 0]);
+        assert_eq!(hue_bytes([255, 0, 0], -1.0 / 3.0), [0, 0, 255]);
+    }
+
+    #[test]
+    fn half_turn_hue_shift_wraps_the_same_way_in_both_directions() {
+        // Complementary colours: red ↔ cyan, yellow ↔ blue, green ↔ magenta.
+        for (p, q) in [
+            ([255u8, 0, 0], [0u8, 255, 255]),
+            ([255, 255, 0], [0, 0, 255]),
+            ([0, 255, 0], [255, 0, 255]),
+        ] {
+            assert_eq!(hue_bytes(p, 0.5), q);
+            assert_eq!(hue_bytes(p, -0.5), q);
+            assert_eq!(hue_bytes(q, 0.5), p);
+        }
+        // Any colour: +½ and −½ turn land on the same hue. The two wrap in different orders
+        // ((h + ½) − 1 against (h − ½) + 1), which can differ in the last bit of the hue and so
+        // move a channel that lies on a rounding boundary by one; never by more.
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..20_000 {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            let [r, g, b, ..] = (state >> 16).to_le_bytes();
+            let (a, c) = (hue_bytes([r, g, b], 0.5), hue_bytes([r, g, b], -0.5));
+            for k in 0..3 {
+                assert!(a[k].abs_diff(c[k]) <= 1, "{:?}: {a:?} vs {c:?}", [r, g, b]);
+            }
+            // Max and min channel values (V and V·(1 − S)) are kept by any rotation.
+            assert_eq!(a.iter().max(), [r, g, b].iter().max());
+            assert_eq!(a.iter().min(), [r, g, b].iter().min());
+        }
+    }
+
+    /// Random pixels, with some grey and some saturated ones, `w × h`.
+    fn noise(w: u32, h: u32, seed: u64) -> Img {
+        let mut state = seed;
+        let mut data = Vec::with_capacity((w * h * 3) as usize);
+        for i in 0..w * h {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1442695040888963407);
+            let [r, g, b, ..] = (state >> 24).to_le_bytes();
+            data.extend_from_slice(&match i % 7 {
+                0 => [r, r, r],
+                1 => [255, g, 0],
+                _ => [r, g, b],
+            });
+        }
+        Img { w, h, data }
+    }
+
+    #[test]
+    fn fused_jitter_equals_the_reference_exactly() {
+        // The kernel does the reference's float operations in the same order (the luma in
+        // floats is exact, see `luma_f`; Rust does not contract a·b + c into FMA), so the bytes
+        // must match exactly, for every order of the four steps, on images whose pixel count is
+        // and is not a multiple of the block size.
+        for (w, h) in [(1, 1), (37, 23), (64, 1), (65, 3), (224, 224)] {
+            let orig = noise(w, h, w as u64 * 1000 + h as u64);
+            for key in 0..120u64 {
+                let mut rng = OpRng::new(key, 2);
+                let (b, c, s, hu) = if key % 2 == 0 {
+                    (0.4, 0.4, 0.4, 0.1)
+                } else {
+                    (0.9, 0.9, 0.9, 0.5)
+                };
+                let j = Jitter::draw(b, c, s, hu, &mut rng);
+                let mut want = orig.clone();
+                reference_apply(&j, &mut want);
+                let mut got = orig.clone();
+                j.apply(&mut got);
+                assert_eq!(got, want, "{w}x{h} key {key} {j:?}");
+                // The portable kernel (what a CPU without AVX2 runs) agrees too.
+                let mut portable = orig.clone();
+                jitter_kernel(&mut portable.data, &j.steps());
+                assert_eq!(portable, want, "{w}x{h} key {key} {j:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn contrast_after_other_steps_uses_the_mean_of_the_adjusted_image() {
+        // Brightness 0.5 then contrast 0: every value becomes the mean luma of the darkened
+        // image, not of the original.
+        let mut img = Img {
+            w: 2,
+            h: 1,
+            data: vec![200, 200, 200, 100, 100, 100],
+        };
+        Jitter {
+            order: [0, 1, 2, 3],
+            brightness: 0.5,
+            contrast: 0.0,
+            saturation: 1.0,
+            hue: 0.0,
+        }
+        .apply(&mut img);
+        // Darkened lumas 100 and 50, mean 75.
+        assert_eq!(img.data, vec![75; 6]);
     }
 
     #[test]

@@ -307,7 +307,15 @@ pub fn build(
 ) -> Result<BatchStream> {
     let aug = Arc::new(Augmenter::new(name, cfg, ctx, metrics.clone())?);
     let workers = cfg.workers.unwrap_or(ctx.pool.threads()).max(1);
-    ctx.pool.reserve(workers)?;
+    // Batches in flight. Results come back in input order, so with only one batch per worker
+    // a worker that finishes early idles until the batch before its own is done (batches of
+    // images vary in cost); two per worker keep every pool thread busy. A stage capped by its
+    // own `workers` keeps exactly that many in flight, so it never takes more threads.
+    let window = match cfg.workers {
+        Some(_) => workers,
+        None => 2 * workers,
+    };
+    ctx.pool.reserve(window)?;
     metrics.set_detail("views", cfg.views);
     metrics.set_detail("keep_original", cfg.keep_original);
     metrics.set_detail("workers", workers);
@@ -315,7 +323,7 @@ pub fn build(
     Ok(map_batches(
         ctx.pool.clone(),
         input,
-        workers,
+        window,
         cfg.ordered,
         metrics,
         Arc::new(f),
