@@ -124,7 +124,7 @@ pub struct EmbedStageConfig {
     #[serde(default)]
     pub threads: Option<usize>,
     /// Rows gathered (whole input batches) before sorting by length and cutting model
-    /// batches; bounds the memory the stage holds. Default `16 × batch_size`.
+    /// batches; bounds the memory the stage holds. Default `64 × batch_size`.
     #[serde(default)]
     pub lookahead_rows: Option<usize>,
     /// When the input already has a `<column>_embedding` column, keep its value for rows

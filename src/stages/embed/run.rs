@@ -162,7 +162,7 @@ pub(crate) fn build(
             });
             let _cancel = CancelOnDrop(stage.clone());
             let prep_tx = start(&stage).await?;
-            let lookahead = cfg.lookahead_rows.unwrap_or(16 * cfg.batch_size).max(1);
+            let lookahead = cfg.lookahead_rows.unwrap_or(64 * cfg.batch_size).max(1);
             let mut in_flight = FuturesOrdered::new();
             let mut carry = Some(first);
             let mut input_done = false;
