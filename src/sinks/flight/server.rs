@@ -12,7 +12,7 @@ use arrow_flight::{
     Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo,
     HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaAsIpc, SchemaResult,
 };
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status, Streaming};
@@ -394,6 +394,78 @@ impl Shared {
     }
 }
 
+/// How long the server waits, once every rank is served, for clients to close their
+/// connections before it closes them.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// A client connection, counted while open.
+struct Tracked {
+    io: tokio::net::TcpStream,
+    open: Arc<watch::Sender<usize>>,
+}
+
+impl Tracked {
+    fn new(io: tokio::net::TcpStream, open: Arc<watch::Sender<usize>>) -> Tracked {
+        open.send_modify(|n| *n += 1);
+        Tracked { io, open }
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.open.send_modify(|n| *n -= 1);
+    }
+}
+
+impl tonic::transport::server::Connected for Tracked {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.io.connect_info()
+    }
+}
+
+impl tokio::io::AsyncRead for Tracked {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Tracked {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+    fn poll_flush(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
@@ -753,7 +825,11 @@ pub(crate) async fn serve(
 
     let listener = tokio::net::TcpListener::from_std(listener)
         .map_err(|e| Error::Other(format!("listening on {addr}: {e}")))?;
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let open = Arc::new(watch::channel(0usize).0);
+    let counter = open.clone();
+    let incoming = tonic::transport::server::TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .map(move |r| r.map(|io| Tracked::new(io, counter.clone())));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let svc = FlightServiceServer::new(Service(shared.clone()));
     let server = crate::runtime::spawn::spawn(
@@ -831,6 +907,12 @@ pub(crate) async fn serve(
             }
         }
     }
+    // Let clients finish reading before the server closes: a stream's last messages may
+    // still sit in the transport's buffers, waiting for the client's flow-control window,
+    // after the stream itself has ended, and closing the connection then resets it. Wait until
+    // every client connection has closed, at most `LINGER`.
+    let mut open_rx = open.subscribe();
+    let _ = tokio::time::timeout(LINGER, open_rx.wait_for(|n| *n == 0)).await;
     let _ = stop_tx.send(());
     // Streams end at once on a drain request; give connections a moment to close.
     let grace = tokio::time::timeout(Duration::from_secs(5), server.join()).await;
