@@ -8,5 +8,6 @@ cd "$REPO"
 scripts/setup-python.sh
 scripts/fetch-model.sh
 cargo build --release --locked
-./target/release/tripline run pipelines/quickstart.yaml --overwrite "$@"
-./target/release/tripline inspect out/quickstart
+BIN="${CARGO_TARGET_DIR:-target}/release/tripline"
+"$BIN" run pipelines/quickstart.yaml --overwrite "$@"
+"$BIN" inspect out/quickstart
