@@ -153,6 +153,9 @@ pub fn validate(loaded: &LoadedConfig) -> Result<Plan> {
     // Every component's inputs with their key paths: `inputs[i]`, then side inputs (read as
     // separate streams, e.g. the `mine` stage's `corpus.input`).
     let mut inputs_of: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    // The same split: the inputs merged into one stream (what the fan-in and schema checks
+    // are about), and the side inputs.
+    let mut main_of: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     let mut side_of: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     type Listed<'a> = Vec<(Vec<String>, &'a String)>;
     fn listed(inputs: &[String]) -> Listed<'_> {
@@ -203,7 +206,7 @@ pub fn validate(loaded: &LoadedConfig) -> Result<Plan> {
             continue;
         }
         let mut ok = Vec::new();
-        let mut side = Vec::new();
+        let (mut merged, mut side) = (Vec::new(), Vec::new());
         for (i, (key, input)) in inputs.iter().enumerate() {
             let mut at = vec![section.key(), name.as_str()];
             at.extend(key.iter().map(String::as_str));
@@ -242,28 +245,19 @@ pub fn validate(loaded: &LoadedConfig) -> Result<Plan> {
                 tainted.insert(name.clone());
             } else {
                 ok.push(input.as_str());
-                if i >= main {
+                if i < main {
+                    merged.push(input.as_str());
+                } else {
                     side.push(input.as_str());
                 }
             }
         }
         if !is_broken {
             inputs_of.insert(name.as_str(), ok);
+            main_of.insert(name.as_str(), merged);
             side_of.insert(name.as_str(), side);
         }
     }
-    // The inputs merged into one stream (what the fan-in and schema checks are about).
-    let main_of = |name: &str| -> Vec<&str> {
-        let side = side_of.get(name).map(Vec::as_slice).unwrap_or_default();
-        inputs_of
-            .get(name)
-            .into_iter()
-            .flatten()
-            .copied()
-            .filter(|i| !side.contains(i))
-            .collect()
-    };
-
     // Consumers per producer; producers that feed nothing are worth a warning.
     let mut consumers: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (consumer, inputs) in &inputs_of {
@@ -333,8 +327,7 @@ pub fn validate(loaded: &LoadedConfig) -> Result<Plan> {
     }
 
     // Fan-in whose inputs share an upstream could deadlock (inputs are read one after another).
-    for name in inputs_of.keys() {
-        let inputs = main_of(name);
+    for (name, inputs) in &main_of {
         if inputs.len() < 2 {
             continue;
         }
@@ -387,19 +380,20 @@ pub fn validate(loaded: &LoadedConfig) -> Result<Plan> {
                 tainted.insert(name.clone());
                 continue;
             }
-            let inputs = main_of(name);
+            let inputs = &main_of[name.as_str()];
+            let side_inputs = &side_of[name.as_str()];
             let in_schemas: Vec<(&str, &SchemaRef)> = inputs
                 .iter()
                 .filter_map(|i| schemas.get(*i).map(|s| (*i, s)))
                 .collect();
-            let side: Vec<SchemaRef> = side_of
-                .get(name.as_str())
-                .into_iter()
-                .flatten()
+            let side: Vec<SchemaRef> = side_inputs
+                .iter()
                 .filter_map(|i| schemas.get(*i).cloned())
                 .collect();
-            let n_side = side_of.get(name.as_str()).map_or(0, Vec::len);
-            if in_schemas.len() < inputs.len() || in_schemas.is_empty() || side.len() < n_side {
+            if in_schemas.len() < inputs.len()
+                || in_schemas.is_empty()
+                || side.len() < side_inputs.len()
+            {
                 continue; // an upstream problem was already reported
             }
             let first = in_schemas[0].1.clone();
