@@ -77,6 +77,24 @@ fn emb_name(cfg: &MineStageConfig, which: &str) -> String {
     }
 }
 
+/// What every embedding column must be, for messages.
+const VECTOR: &str = "a vector column (FixedSizeList<Float32, D>)";
+
+/// The dimension of `column` when it is a fixed-size list.
+fn list_size(schema: &SchemaRef, column: &str) -> Option<i32> {
+    match schema.field_with_name(column).ok()?.data_type() {
+        DataType::FixedSizeList(_, d) => Some(*d),
+        _ => None,
+    }
+}
+
+/// An optional id column: when present, it must be an integer column.
+fn optional_id(schema: &SchemaRef, column: &str, key: Vec<String>, p: &mut Vec<PlanProblem>) {
+    if schema.field_with_name(column).is_ok() {
+        super::require_column(schema, column, key, "an integer column", is_int, p);
+    }
+}
+
 /// The corpus's payload column and embedding column names.
 fn corpus_columns(cfg: &MineStageConfig, c: &CorpusConfig) -> (String, String) {
     let col = c
@@ -119,12 +137,9 @@ fn check_corpus(
         |t| positive.as_ref().is_none_or(|p| p == t),
         p,
     );
-    let vector = "a vector column (FixedSizeList<Float32, D>)";
-    require_column(corpus, &emb, key("embedding"), vector, is_vector, p);
+    require_column(corpus, &emb, key("embedding"), VECTOR, is_vector, p);
     let pe = emb_name(cfg, "positive");
-    if let (Ok(a), Ok(b)) = (corpus.field_with_name(&emb), input.field_with_name(&pe))
-        && let (DataType::FixedSizeList(_, da), DataType::FixedSizeList(_, db)) =
-            (a.data_type(), b.data_type())
+    if let (Some(da), Some(db)) = (list_size(corpus, &emb), list_size(input, &pe))
         && da != db
     {
         p.push((
@@ -132,9 +147,7 @@ fn check_corpus(
             format!("`{emb}` has {da} dimensions but the pairs' `{pe}` has {db}"),
         ));
     }
-    if corpus.field_with_name(&c.id).is_ok() {
-        require_column(corpus, &c.id, key("id"), "an integer column", is_int, p);
-    }
+    optional_id(corpus, &c.id, key("id"), p);
 }
 
 fn window(cfg: &NegativesConfig) -> (usize, usize) {
@@ -177,7 +190,6 @@ pub fn output_schema(
     let mut p: Vec<PlanProblem> = Vec::new();
     let k = |s: &str| vec![s.to_string()];
     let kk = |a: &str, b: &str| vec![a.to_string(), b.to_string()];
-    let vector = "a vector column (FixedSizeList<Float32, D>)";
     match cfg.mode {
         MineMode::Labelled => {
             if cfg.corpus.is_some() {
@@ -189,7 +201,7 @@ pub fn output_schema(
             }
             require_column(input, &cfg.id, k("id"), "an integer column", is_int, &mut p);
             match &cfg.embedding {
-                Some(e) => require_column(input, e, k("embedding"), vector, is_vector, &mut p),
+                Some(e) => require_column(input, e, k("embedding"), VECTOR, is_vector, &mut p),
                 None => p.push((vec![], "labelled mode needs `embedding`".into())),
             }
             match (&cfg.label, cfg.positives) {
@@ -245,18 +257,16 @@ pub fn output_schema(
             }
             let ae = emb_name(cfg, "anchor");
             let pe = emb_name(cfg, "positive");
-            require_column(input, &ae, k("anchor_embedding"), vector, is_vector, &mut p);
+            require_column(input, &ae, k("anchor_embedding"), VECTOR, is_vector, &mut p);
             require_column(
                 input,
                 &pe,
                 k("positive_embedding"),
-                vector,
+                VECTOR,
                 is_vector,
                 &mut p,
             );
-            if let (Ok(a), Ok(b)) = (input.field_with_name(&ae), input.field_with_name(&pe))
-                && let (DataType::FixedSizeList(_, da), DataType::FixedSizeList(_, db)) =
-                    (a.data_type(), b.data_type())
+            if let (Some(da), Some(db)) = (list_size(input, &ae), list_size(input, &pe))
                 && da != db
             {
                 p.push((
@@ -264,9 +274,7 @@ pub fn output_schema(
                     format!("`{pe}` has {db} dimensions but `{ae}` has {da}"),
                 ));
             }
-            if input.field_with_name(&cfg.id).is_ok() {
-                require_column(input, &cfg.id, k("id"), "an integer column", is_int, &mut p);
-            }
+            optional_id(input, &cfg.id, k("id"), &mut p);
             if !matches!(cfg.scope, ScopeConfig::Global { .. }) {
                 p.push((
                     k("scope"),
@@ -603,6 +611,11 @@ fn column<'a>(b: &'a Batch, name: &str) -> Result<&'a ArrayRef> {
     })
 }
 
+/// The optional integer id column `name` of `b`, widened to Int64.
+fn optional_ids(b: &Batch, name: &str) -> Result<Option<ArrayRef>> {
+    b.data.column_by_name(name).map(as_i64).transpose()
+}
+
 fn as_i64(a: &ArrayRef) -> Result<ArrayRef> {
     arrow::compute::cast(a, &DataType::Int64).map_err(|e| Error::arrow("reading ids", e))
 }
@@ -694,15 +707,13 @@ impl Miner {
                 Some(l) => self.classes.code(l.as_string::<i32>().value(row)),
                 None => NO_CLASS,
             };
-            if let Err(reason) = read_vector(&emb, row, cfg.normalize, &mut v) {
-                self.bad_row(
-                    b,
-                    row,
-                    format!(
-                        "column `{}`: {reason}",
-                        cfg.embedding.as_deref().unwrap_or_default()
-                    ),
-                )?;
+            if !self.read_row_vector(
+                b,
+                row,
+                &emb,
+                cfg.embedding.as_deref().unwrap_or_default(),
+                &mut v,
+            )? {
                 continue;
             }
             if self.store.dim != 0 && v.len() != self.store.dim {
@@ -744,23 +755,15 @@ impl Miner {
         let pe = column(b, &emb_name(&cfg, "positive"))?
             .as_fixed_size_list()
             .clone();
-        let ids = match b.data.column_by_name(&cfg.id) {
-            Some(c) => Some(as_i64(c)?),
-            None => None,
-        };
+        let ids = optional_ids(b, &cfg.id)?;
         let a_slot = self.paired.anchors.add_array(Some(anchor.clone()));
         let p_slot = self.paired.cands.add_array(Some(positive.clone()));
         let (mut va, mut vp) = (Vec::new(), Vec::new());
         for row in 0..b.num_rows() {
             let ordinal = self.rows_seen as i64;
             self.rows_seen += 1;
-            let id = match &ids {
-                Some(a) if a.is_null(row) => {
-                    self.bad_row(b, row, format!("column `{}` is null", cfg.id))?;
-                    continue;
-                }
-                Some(a) => a.as_primitive::<Int64Type>().value(row),
-                None => ordinal,
+            let Some(id) = self.row_id(b, row, ids.as_ref(), &cfg.id, ordinal)? else {
+                continue;
             };
             if anchor.is_null(row) || positive.is_null(row) {
                 self.bad_row(b, row, "the anchor or the positive is null".into())?;
@@ -848,6 +851,26 @@ impl Miner {
         }
     }
 
+    /// Row `row`'s id: from `ids` (the input's id column `name`) when there is one, else
+    /// `ordinal`. A null id goes to `on_error` and gives `Ok(None)`.
+    fn row_id(
+        &mut self,
+        b: &Batch,
+        row: usize,
+        ids: Option<&ArrayRef>,
+        name: &str,
+        ordinal: i64,
+    ) -> Result<Option<i64>> {
+        match ids {
+            Some(a) if a.is_null(row) => {
+                self.bad_row(b, row, format!("column `{name}` is null"))?;
+                Ok(None)
+            }
+            Some(a) => Ok(Some(a.as_primitive::<Int64Type>().value(row))),
+            None => Ok(Some(ordinal)),
+        }
+    }
+
     /// Holds a batch of the `corpus` input (paired mode) until both inputs end.
     fn ingest_corpus(&mut self, b: &Batch) -> Result<()> {
         let cfg = self.cfg.clone();
@@ -858,10 +881,7 @@ impl Miner {
         let (col, emb) = corpus_columns(&cfg, c);
         let payload = column(b, &col)?.clone();
         let vectors = column(b, &emb)?.as_fixed_size_list().clone();
-        let ids = match b.data.column_by_name(&c.id) {
-            Some(a) => Some(as_i64(a)?),
-            None => None,
-        };
+        let ids = optional_ids(b, &c.id)?;
         self.paired.corpus_ids = ids.is_some();
         let slot = self.paired.corpus.add_array(Some(payload.clone()));
         let mut v = Vec::new();
@@ -869,13 +889,8 @@ impl Miner {
             let ordinal = self.paired.corpus_seen as i64;
             self.paired.corpus_seen += 1;
             self.stats.corpus_rows += 1;
-            let id = match &ids {
-                Some(a) if a.is_null(row) => {
-                    self.bad_row(b, row, format!("column `{}` is null", c.id))?;
-                    continue;
-                }
-                Some(a) => a.as_primitive::<Int64Type>().value(row),
-                None => ordinal,
+            let Some(id) = self.row_id(b, row, ids.as_ref(), &c.id, ordinal)? else {
+                continue;
             };
             if payload.is_null(row) {
                 self.bad_row(b, row, format!("column `{col}` is null"))?;
