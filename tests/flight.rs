@@ -160,6 +160,16 @@ async fn fetch(
     Ok(got)
 }
 
+/// Fetches with ticket `t`, expecting a refusal whose message contains `msg` (and, when
+/// given, with status `code`).
+async fn refused(c: &mut FlightClient, t: Value, code: Option<Code>, msg: &str) {
+    let e = fetch(c, t, None).await.unwrap_err();
+    if let Some(code) = code {
+        assert_eq!(e.code(), code, "{}", e.message());
+    }
+    assert!(e.message().contains(msg), "{}", e.message());
+}
+
 fn start(p: Pipeline, opts: RunOptions) -> TaskHandle<tripline::Result<RunSummary>> {
     spawn(async move { p.run(opts).await })
 }
@@ -511,31 +521,20 @@ fn flight_faults_get_clear_errors_and_the_server_keeps_serving() {
                 .unwrap(),
         );
         assert!(s.message().contains("world_size"), "{}", s.message());
-        let e = fetch(
+        refused(
             &mut c,
             json!({"rank": 2, "world_size": 2, "epoch": 0}),
-            None,
+            Some(Code::InvalidArgument),
+            "rank 2 is outside a world of size 2",
         )
-        .await
-        .unwrap_err();
-        assert_eq!(e.code(), Code::InvalidArgument);
-        assert!(
-            e.message().contains("rank 2 is outside a world of size 2"),
-            "{}",
-            e.message()
-        );
-        let e = fetch(
+        .await;
+        refused(
             &mut c,
             json!({"rank": 0, "world_size": 2, "epoch": 1}),
             None,
+            "epoch 1 is not served",
         )
-        .await
-        .unwrap_err();
-        assert!(
-            e.message().contains("epoch 1 is not served"),
-            "{}",
-            e.message()
-        );
+        .await;
 
         // Rank 0 reads 2 batches and keeps its stream open: a second client claiming rank 0 is
         // refused, rank 1 is served.
@@ -552,32 +551,20 @@ fn flight_faults_get_clear_errors_and_the_server_keeps_serving() {
                 first_two.push(b);
             }
         }
-        let e = fetch(
+        refused(
             &mut c,
             json!({"rank": 0, "world_size": 2, "epoch": 0}),
-            None,
+            Some(Code::AlreadyExists),
+            "rank 0 is already being served",
         )
-        .await
-        .unwrap_err();
-        assert_eq!(e.code(), Code::AlreadyExists);
-        assert!(
-            e.message().contains("rank 0 is already being served"),
-            "{}",
-            e.message()
-        );
-        let e = fetch(
+        .await;
+        refused(
             &mut c,
             json!({"rank": 0, "world_size": 3, "epoch": 0}),
             None,
+            "world_size 3 does not match this run's world size 2",
         )
-        .await
-        .unwrap_err();
-        assert!(
-            e.message()
-                .contains("world_size 3 does not match this run's world size 2"),
-            "{}",
-            e.message()
-        );
+        .await;
         let r1 = spawn(async move {
             let mut c = connect(port).await;
             fetch(

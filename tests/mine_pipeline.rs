@@ -78,6 +78,18 @@ fn pipeline(input: &Path, out: &Path, stage: &str) -> String {
     )
 }
 
+/// `yaml` (from [`pipeline`]) with a second Parquet source `docs` reading `path`; `extra`
+/// adds keys to it.
+fn with_docs_source(yaml: String, path: &Path, extra: &str) -> String {
+    yaml.replace(
+        "stages:\n",
+        &format!(
+            "  docs:\n    type: parquet\n    path: {}\n{extra}stages:\n",
+            path.display()
+        ),
+    )
+}
+
 fn dot(a: &[f32], b: &[f32]) -> f64 {
     a.iter()
         .zip(b)
@@ -344,12 +356,10 @@ fn paired_mode_searches_an_extra_corpus_deduplicated_against_the_positives() {
     write_parquet(&corpus_path, &[docs], 64);
     let out = d.path().join("out");
     let stage = format!("{PAIRED}    corpus: {{input: docs, column: text}}\n");
-    let yaml = pipeline(&input, &out, &stage).replace(
-        "stages:\n",
-        &format!(
-            "  docs:\n    type: parquet\n    path: {}\n    batch_rows: 50\nstages:\n",
-            corpus_path.display()
-        ),
+    let yaml = with_docs_source(
+        pipeline(&input, &out, &stage),
+        &corpus_path,
+        "    batch_rows: 50\n",
     );
     run(&yaml, 2);
     let got = concat(&read_output(&out));
@@ -489,12 +499,10 @@ fn corpus_problems_are_reported_with_their_keys() {
     let corpus_path = d.path().join("in/corpus.parquet");
     write_parquet(&corpus_path, &[docs], 64);
     let with = |stage: &str| {
-        pipeline(&input, &d.path().join("o"), stage).replace(
-            "stages:\n",
-            &format!(
-                "  docs:\n    type: parquet\n    path: {}\nstages:\n",
-                corpus_path.display()
-            ),
+        with_docs_source(
+            pipeline(&input, &d.path().join("o"), stage),
+            &corpus_path,
+            "",
         )
     };
     let err = |yaml: String| Pipeline::from_yaml(&yaml, &[]).unwrap_err().to_string();
