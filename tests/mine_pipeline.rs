@@ -533,3 +533,50 @@ fn corpus_problems_are_reported_with_their_keys() {
     ));
     assert!(e.contains("`corpus` belongs to paired mode"), "{e}");
 }
+
+#[test]
+fn bad_corpus_rows_are_quarantined_with_their_reason_under_skip() {
+    let d = tmp();
+    let input = d.path().join("in/pairs.parquet");
+    let pairs = Pairs::new(&mut rand_chacha::ChaCha8Rng::seed_from_u64(4));
+    write_parquet(&input, &[pairs.batch()], 100);
+    // Row 1: a null text; row 2: an all-zero embedding (cannot be normalised).
+    let docs = RecordBatch::try_from_iter(vec![
+        (
+            "text",
+            Arc::new(StringArray::from(vec![
+                Some("d0"),
+                None,
+                Some("d2"),
+                Some("d3"),
+            ])) as ArrayRef,
+        ),
+        (
+            "text_embedding",
+            vectors(&[vec![1.0; 8], vec![0.5; 8], vec![0.0; 8], vec![-1.0; 8]]),
+        ),
+    ])
+    .unwrap();
+    let corpus_path = d.path().join("in/corpus.parquet");
+    write_parquet(&corpus_path, &[docs], 64);
+    let out = d.path().join("out");
+    let stage = format!("{PAIRED}    on_error: skip\n    corpus: {{input: docs, column: text}}\n");
+    let yaml = with_docs_source(pipeline(&input, &out, &stage), &corpus_path, "");
+    let summary = Pipeline::from_yaml(&yaml, &[])
+        .unwrap()
+        .run_blocking(RunOptions::default())
+        .unwrap();
+    assert_eq!(summary.rows_quarantined, 2);
+    let q = std::fs::read_to_string(out.join("quarantine/mined.jsonl")).unwrap();
+    assert_eq!(q.lines().count(), 2, "{q}");
+    assert!(q.contains("column `text` is null"), "{q}");
+    assert!(
+        q.contains("column `text_embedding`: the embedding is all zeros"),
+        "{q}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("mining_report.json")).unwrap()).unwrap();
+    assert_eq!(report["corpus_rows"], 4);
+    assert_eq!(report["rows_skipped"], 2);
+    assert_eq!(report["candidates"], 299 + 2);
+}
