@@ -24,15 +24,14 @@ import math
 import os
 import shutil
 import struct
-import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
+import onnx_embed
 
 DTYPES = {"F32": np.float32, "F16": np.float16, "I64": np.int64}
 
@@ -153,40 +152,20 @@ SENTENCES = ["A man is eating food.", "A man is eating a piece of bread.",
 
 
 def embed_onnx(d, path):
-    import onnxruntime as ort
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_file(os.path.join(d, "tokenizer.json"))
-    tok.no_padding()
-    tok.enable_truncation(256)
-    encs = tok.encode_batch(SENTENCES)
-    seq = max(len(e.ids) for e in encs)
-    ids = np.zeros((len(encs), seq), np.int64)
-    mask = np.zeros_like(ids)
-    for i, e in enumerate(encs):
-        ids[i, :len(e.ids)] = e.ids
-        mask[i, :len(e.ids)] = 1
-    s = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    h = s.run(None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)})[0]
-    m = mask[:, :, None].astype(np.float32)
-    v = (h * m).sum(1) / m.sum(1)
-    return v / np.linalg.norm(v, axis=1, keepdims=True)
+    tok = onnx_embed.tokenizer_for(os.path.join(d, "tokenizer.json"), 256)
+    return onnx_embed.embed(onnx_embed.session(path, threads=os.cpu_count()), tok, SENTENCES,
+                            len(SENTENCES))
 
 
 def check(d, path):
     v = embed_onnx(d, path)
     print(f"cos('{SENTENCES[0]}', '{SENTENCES[1]}') = {float(v[0] @ v[1]):.4f}")
-    py = os.environ.get("PEER_PYTHON", ".peer-venv/bin/python")
-    code = ("import json,sys; from sentence_transformers import SentenceTransformer;"
-            "m=SentenceTransformer(sys.argv[1], device='cpu', local_files_only=True);"
-            "print(json.dumps(m.encode(json.loads(sys.argv[2]), normalize_embeddings=True).tolist()))")
-    r = subprocess.run([py, "-c", code, d, json.dumps(SENTENCES)], capture_output=True, text=True,
-                       env=dict(os.environ, HF_HUB_OFFLINE="1"))
-    if r.returncode != 0:
-        print(f"sentence-transformers comparison skipped: {py} could not run it")
+    with tempfile.TemporaryDirectory() as tmp:
+        st, why = onnx_embed.st_vectors(d, SENTENCES, 256, tmp)
+    if st is None:
+        print(f"sentence-transformers comparison skipped: {why}")
         return
-    st = np.array(json.loads(r.stdout.strip().splitlines()[-1]), dtype=np.float32)
-    cos = np.sum(v * st, axis=1)
+    cos = onnx_embed.cosines(v, st)
     print(f"cosine with sentence-transformers per sentence: min {cos.min():.7f}")
     if cos.min() < 0.9999:
         sys.exit("the export does not match sentence-transformers")
@@ -195,7 +174,7 @@ def check(d, path):
 def main():
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    models = os.environ.get("TRIPLINE_MODELS_DIR", os.path.join(REPO, "models"))
+    models = onnx_embed.models_dir()
     p.add_argument("--dir", default=os.path.join(models, "all-MiniLM-L6-v2-fp32"))
     p.add_argument("--check", action="store_true")
     p.add_argument("--qint8", metavar="DIR", nargs="?",
@@ -213,16 +192,12 @@ def main():
     if args.check:
         check(args.dir, out)
     if args.qint8:
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
         os.makedirs(args.qint8, exist_ok=True)
         q = os.path.join(args.qint8, "model.onnx")
-        quantize_dynamic(out, q, weight_type=QuantType.QInt8, per_channel=True,
-                         extra_options={"DefaultTensorType": TensorProto.FLOAT,
-                                        "MatMulConstBOnly": True})
+        onnx_embed.quantize_qint8(out, q)
         shutil.copyfile(os.path.join(args.dir, "tokenizer.json"),
                         os.path.join(args.qint8, "tokenizer.json"))
-        cos = np.sum(embed_onnx(args.dir, out) * embed_onnx(args.dir, q), axis=1)
+        cos = onnx_embed.cosines(embed_onnx(args.dir, out), embed_onnx(args.dir, q))
         print(f"wrote {q}; cosine with the fp32 export per sentence: min {cos.min():.4f}")
 
 

