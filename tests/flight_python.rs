@@ -22,20 +22,7 @@ fn repo() -> PathBuf {
 }
 
 fn python() -> PathBuf {
-    let venv = std::env::var_os("TRIPLINE_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join(".venv"));
-    let py = venv.join("bin/python");
-    let ok = Command::new(&py)
-        .args(["-c", "import pyarrow.flight, numpy"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        ok,
-        "{} with pyarrow is needed: run scripts/setup-python.sh (or set TRIPLINE_VENV)",
-        py.display()
-    );
-    py
+    venv_python("pyarrow.flight, numpy")
 }
 
 /// Kills the server if the test fails before it exits.

@@ -162,3 +162,22 @@ pub fn passthrough_yaml(input: &Path, output: &Path, extra_sink: &str) -> String
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_tripline"))
 }
+
+/// The project venv's Python (`TRIPLINE_VENV`, default `<repo>/.venv`); fails, naming
+/// `scripts/setup-python.sh`, when it cannot `import {modules}`.
+pub fn venv_python(modules: &str) -> PathBuf {
+    let venv = std::env::var_os("TRIPLINE_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv"));
+    let py = venv.join("bin/python");
+    let ok = std::process::Command::new(&py)
+        .args(["-c", &format!("import {modules}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "{} with {modules} is needed: run scripts/setup-python.sh (or set TRIPLINE_VENV)",
+        py.display()
+    );
+    py
+}
