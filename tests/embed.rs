@@ -4,12 +4,16 @@
 //! (reference produced by `scripts/reference-embeddings.py`, checked in under
 //! `tests/data/embed/`), token ids equal Python `tokenizers`' on tricky strings. Exact cases on
 //! tiny hand-built ONNX models (pooling, vectors, images), batching invariance, worker-count
-//! invariance, and every bad input named in the stage's contract.
+//! invariance, and every bad input named in the stage's contract. The int8-compute model
+//! (`scripts/quantize-model.py`) against Python onnxruntime on the same batches (run at test
+//! time: its vectors depend on their batch-mates and on the CPU's int8 kernels), across worker
+//! counts, and against the quickstart model.
 //!
 //! Needs the quickstart model (`scripts/fetch-model.sh`; `TRIPLINE_MODELS_DIR` overrides
-//! `<repo>/models`) and the ONNX Runtime library (`scripts/setup-python.sh` or
+//! `<repo>/models`), the int8-compute model derived from it (`scripts/quantize-model.py`), the
+//! project venv (`scripts/setup-python.sh`) and the ONNX Runtime library (the venv's, or
 //! `scripts/install-onnxruntime.sh`); a test fails, saying which script to run, when one is
-//! missing.
+//! missing. `scripts/test.sh` runs all of them.
 
 mod common;
 
@@ -35,21 +39,39 @@ fn data(name: &str) -> PathBuf {
     repo().join("tests/data/embed").join(name)
 }
 
-/// The quickstart model's folder; fails with the script to run when it is missing.
-fn minilm() -> PathBuf {
+/// A model folder under `TRIPLINE_MODELS_DIR` (default `<repo>/models`); fails naming `script`
+/// when its model.onnx or tokenizer.json is missing.
+fn model_dir(name: &str, script: &str) -> PathBuf {
     let models = std::env::var_os("TRIPLINE_MODELS_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo().join("models"));
-    let dir = models.join("all-MiniLM-L6-v2");
+    let dir = models.join(name);
     for f in ["model.onnx", "tokenizer.json"] {
         assert!(
             dir.join(f).is_file(),
-            "{} is missing: run scripts/fetch-model.sh (or set TRIPLINE_MODELS_DIR)",
+            "{} is missing: run {script} (or set TRIPLINE_MODELS_DIR)",
             dir.join(f).display()
         );
     }
     dir
 }
+
+/// The quickstart model's folder.
+fn minilm() -> PathBuf {
+    model_dir("all-MiniLM-L6-v2", "scripts/fetch-model.sh")
+}
+
+/// The int8-compute model derived from the quickstart model.
+fn minilm_int8() -> PathBuf {
+    model_dir(
+        "all-MiniLM-L6-v2-int8",
+        "scripts/fetch-model.sh, then .venv/bin/python scripts/quantize-model.py",
+    )
+}
+
+/// The lowest cosine the int8-compute model may have with the quickstart model
+/// (`MIN_COSINE` of scripts/quantize-model.py).
+const INT8_MIN_COSINE: f32 = 0.98;
 
 /// Fails with the script to run when ONNX Runtime cannot be found.
 fn require_ort() {
@@ -150,13 +172,17 @@ fn run_err(batches: &[RecordBatch], stage: &str) -> String {
     }
 }
 
-fn minilm_stage(extra: &str) -> String {
-    let m = minilm();
+/// The stage for the text model in folder `m`.
+fn text_stage(m: &Path, extra: &str) -> String {
     format!(
         "    model: {}\n    tokenizer: {}\n    columns: [text]\n    device: cpu\n{extra}",
         m.join("model.onnx").display(),
         m.join("tokenizer.json").display()
     )
+}
+
+fn minilm_stage(extra: &str) -> String {
+    text_stage(&minilm(), extra)
 }
 
 /// `rows × dim` values of the embedding column `name`, in output order.
@@ -183,16 +209,50 @@ fn max_abs_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
         .fold(0.0, f32::max)
 }
 
-fn reference() -> (serde_json::Value, Vec<Vec<f32>>) {
-    let meta: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(data("reference.json")).unwrap()).unwrap();
-    let dim = meta["dim"].as_u64().unwrap() as usize;
-    let raw = std::fs::read(data("reference.f32")).unwrap();
+/// Rows of `dim` little-endian f32 values.
+fn read_f32_rows(path: &Path, dim: usize) -> Vec<Vec<f32>> {
+    let raw = std::fs::read(path).unwrap();
     let floats: Vec<f32> = raw
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
         .collect();
-    (meta, floats.chunks(dim).map(|c| c.to_vec()).collect())
+    floats.chunks(dim).map(|c| c.to_vec()).collect()
+}
+
+fn reference() -> (serde_json::Value, Vec<Vec<f32>>) {
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(data("reference.json")).unwrap()).unwrap();
+    let dim = meta["dim"].as_u64().unwrap() as usize;
+    let rows = read_f32_rows(&data("reference.f32"), dim);
+    (meta, rows)
+}
+
+/// Python onnxruntime's vectors of the reference sentences with the model in `m`, in batches of
+/// the reference's size cut in input order or, with `length_sorted`, from the sentences sorted
+/// by token count (`scripts/reference-embeddings.py --vectors`).
+fn python_vectors(m: &Path, length_sorted: bool) -> Vec<Vec<f32>> {
+    let d = tmp();
+    let out = d.path().join("vectors.f32");
+    let mut cmd = std::process::Command::new(venv_python("onnxruntime, tokenizers"));
+    cmd.arg(repo().join("scripts/reference-embeddings.py"))
+        .arg("--vectors")
+        .arg(&out)
+        .arg("--model-dir")
+        .arg(m);
+    if length_sorted {
+        cmd.arg("--length-sorted");
+    }
+    let o = cmd.output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    read_f32_rows(&out, 384)
+}
+
+fn min_cosine(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| x.iter().zip(y).map(|(p, q)| p * q).sum::<f32>())
+        .fold(f32::INFINITY, f32::min)
 }
 
 fn reference_sentences(meta: &serde_json::Value) -> Vec<String> {
@@ -288,19 +348,103 @@ fn padding_does_not_change_a_sentence_embedding() {
     assert!(many.detail("padding_tokens").as_u64().unwrap() > 0);
 }
 
-#[test]
-fn output_is_identical_for_one_or_two_workers_and_keeps_order() {
+/// 300 rows through the model in folder `m` with 1 and 2 workers: the same output, in order.
+fn assert_same_output_for_one_or_two_workers(m: &Path) {
     let texts: Vec<String> = (0..300).map(text_for).collect();
     let texts: Vec<Option<&str>> = texts.iter().map(|s| Some(s.as_str())).collect();
     let stage = |w: usize| {
-        minilm_stage(&format!(
-            "    batch_size: 16\n    workers: {w}\n    threads: 1\n    lookahead_rows: 64\n"
-        ))
+        text_stage(
+            m,
+            &format!(
+                "    batch_size: 16\n    workers: {w}\n    threads: 1\n    lookahead_rows: 64\n"
+            ),
+        )
     };
     let a = run(&[text_batch(&texts)], 50, &stage(1));
     let b = run(&[text_batch(&texts)], 50, &stage(2));
     assert_eq!(ids(&a.out), (0..300).collect::<Vec<_>>());
     assert_eq!(a.out, b.out);
+}
+
+#[test]
+fn output_is_identical_for_one_or_two_workers_and_keeps_order() {
+    assert_same_output_for_one_or_two_workers(&minilm());
+}
+
+#[test]
+fn int8_model_output_is_identical_for_one_or_two_workers() {
+    // Its vectors depend on their batch-mates, so this also checks that the model batches do
+    // not depend on the worker count.
+    assert_same_output_for_one_or_two_workers(&minilm_int8());
+}
+
+/// The reference sentences through the int8-compute model: one input batch, so one look-ahead
+/// window, cut into length-sorted model batches of the reference's batch size.
+fn int8_reference_run(meta: &serde_json::Value) -> Vec<Vec<f32>> {
+    let sentences = reference_sentences(meta);
+    let texts: Vec<Option<&str>> = sentences.iter().map(|s| Some(s.as_str())).collect();
+    let r = run(
+        &[text_batch(&texts)],
+        100,
+        &text_stage(
+            &minilm_int8(),
+            &format!(
+                "    batch_size: {}\n    max_length: {}\n    lookahead_rows: 100\n",
+                meta["batch_size"], meta["max_length"]
+            ),
+        ),
+    );
+    assert_eq!(ids(&r.out), (0..sentences.len() as i64).collect::<Vec<_>>());
+    vectors(&r.out, "text_embedding")
+}
+
+#[test]
+fn int8_model_embeddings_equal_python_onnxruntime_on_the_same_batches() {
+    let (meta, _) = reference();
+    let got = int8_reference_run(&meta);
+    let m = minilm_int8();
+    let want = python_vectors(&m, true);
+    let diff = max_abs_diff(&got, &want);
+    assert!(diff <= 1e-5, "max |tripline - onnxruntime| = {diff}");
+    // The comparison needs the same batches: other batch-mates give other vectors.
+    let other = max_abs_diff(&got, &python_vectors(&m, false));
+    assert!(other > 1e-4, "input-order batches: {other}");
+}
+
+/// The first `n` verses (`text`) of the bundled sample, with ids.
+fn sample_verses(n: usize) -> RecordBatch {
+    let path = repo().join("data/sample/verses.parquet");
+    assert!(
+        path.is_file(),
+        "{} is missing: run scripts/make-sample.sh",
+        path.display()
+    );
+    let texts = strings(&read_parquet(&path), "text");
+    let texts: Vec<Option<&str>> = texts[..n].iter().map(|t| t.as_deref()).collect();
+    text_batch(&texts)
+}
+
+#[test]
+fn int8_model_stays_close_to_the_quickstart_model() {
+    // The quickstart model computes in fp32 (its int8 weights are scaled back to float); the
+    // threshold is the one scripts/quantize-model.py --check applies, on the same verses.
+    let input = [sample_verses(512)];
+    let stage = "    batch_size: 64\n    max_length: 128\n";
+    let fp32 = vectors(
+        &run(&input, 1024, &minilm_stage(stage)).out,
+        "text_embedding",
+    );
+    let int8 = vectors(
+        &run(&input, 1024, &text_stage(&minilm_int8(), stage)).out,
+        "text_embedding",
+    );
+    let cos = min_cosine(&int8, &fp32);
+    assert!(
+        cos >= INT8_MIN_COSINE,
+        "min cosine {cos} < {INT8_MIN_COSINE}"
+    );
+    // It is another model, not the quickstart one again.
+    assert!(max_abs_diff(&int8, &fp32) > 1e-3);
 }
 
 #[test]
@@ -714,18 +858,26 @@ fn cuda_requested_without_a_cuda_runtime_is_an_error_and_auto_falls_back() {
 #[test]
 fn bundled_embed_pipelines_validate() {
     minilm();
+    minilm_int8();
     let root = repo();
     assert!(
         root.join("data/sample/verses.parquet").is_file(),
         "data/sample/verses.parquet is missing: run scripts/make-sample.sh"
     );
     // Pipelines name paths relative to the repository root, the tests' working directory.
-    for p in ["pipelines/embed.yaml", "pipelines/embed-pairs.yaml"] {
+    for p in [
+        "pipelines/embed.yaml",
+        "pipelines/embed-pairs.yaml",
+        "pipelines/embed-int8.yaml",
+    ] {
         let text = std::fs::read_to_string(root.join(p)).unwrap();
         assert!(
             text.starts_with("# yaml-language-server: $schema=../schemas/pipeline.schema.json")
         );
         let pipeline = Pipeline::load(&root.join(p), &[]).unwrap_or_else(|e| panic!("{p}: {e}"));
+        if p.ends_with("-int8.yaml") {
+            assert!(text.contains("model: models/all-MiniLM-L6-v2-int8/model.onnx"));
+        }
         let schema = &pipeline.plan().schemas["embed"];
         let embedded: Vec<&str> = schema
             .fields()
