@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use arrow::datatypes::Schema;
 use arrow::ipc::writer::IpcWriteOptions;
-use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
+use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::{
     Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo,
     HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaAsIpc, SchemaResult,
@@ -831,7 +831,7 @@ pub(crate) async fn serve(
         .with_nodelay(Some(true))
         .map(move |r| r.map(|io| Tracked::new(io, counter.clone())));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let svc = FlightServiceServer::new(Service(shared.clone()));
+    let svc = super::direct::Direct::new(Service(shared.clone()));
     let server = crate::runtime::spawn::spawn(
         tonic::transport::Server::builder()
             .initial_stream_window_size(Some(4 << 20))
