@@ -1,26 +1,29 @@
 //! `DoGet` on the wire without a copy. tonic's generated service encodes every `FlightData`
 //! into one contiguous buffer, copying each batch's body once more before the socket. Here
-//! `DoGet` is answered by hand: each message goes out as two HTTP/2 data chunks, the gRPC frame
-//! prefix with the protobuf fields before the body, then the body itself as the shared bytes
-//! the batch was encoded into, so the only copy left is the kernel's. The bytes on the wire are
-//! exactly what tonic would send (tested). Every other method goes to tonic's service.
+//! `DoGet` is answered by hand: each message goes out as HTTP/2 data chunks, the gRPC frame
+//! prefix with the protobuf fields before the body, then the body's chunks themselves (the
+//! batch's own Arrow buffers, see [`super::encoded`]), so the only copy left is the kernel's.
+//! The bytes on the wire are exactly what tonic would send (tested). Every other method goes
+//! to tonic's service.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
-use arrow_flight::{FlightData, Ticket};
-use futures::Stream;
+use arrow_flight::Ticket;
+use arrow_flight::flight_service_server::FlightServiceServer;
 use http_body::Frame;
 use http_body_util::BodyExt;
-use prost::Message;
+use prost::Message as ProstMessage;
 use prost::bytes::{BufMut, Bytes, BytesMut};
 use tonic::body::Body;
 use tonic::codegen::{BoxFuture, Service};
 use tonic::server::NamedService;
 use tonic::{Request, Status};
+
+use super::encoded::Message;
+use super::server::{MessageStream, Service as FlightService};
 
 /// Path of the `DoGet` method.
 const DO_GET: &str = "/arrow.flight.protocol.FlightService/DoGet";
@@ -30,42 +33,36 @@ const DATA_BODY: u32 = 1000;
 const MAX_REQUEST: usize = 1 << 20;
 
 /// The Flight service with `DoGet` answered without copying batch bodies.
-pub(crate) struct Direct<S: FlightService> {
-    service: std::sync::Arc<S>,
-    inner: FlightServiceServer<S>,
+#[derive(Clone)]
+pub(crate) struct Direct {
+    service: FlightService,
+    inner: FlightServiceServer<FlightService>,
 }
 
-impl<S: FlightService> Direct<S> {
+impl Direct {
     /// Serves `service`.
-    pub(crate) fn new(service: S) -> Direct<S> {
-        let service = std::sync::Arc::new(service);
+    pub(crate) fn new(service: FlightService) -> Direct {
         Direct {
-            inner: FlightServiceServer::from_arc(service.clone()),
+            inner: FlightServiceServer::new(service.clone()),
             service,
         }
     }
 }
 
-impl<S: FlightService> Clone for Direct<S> {
-    fn clone(&self) -> Self {
-        Direct {
-            service: self.service.clone(),
-            inner: self.inner.clone(),
-        }
-    }
+impl NamedService for Direct {
+    const NAME: &'static str = <FlightServiceServer<FlightService> as NamedService>::NAME;
 }
 
-impl<S: FlightService> NamedService for Direct<S> {
-    const NAME: &'static str = <FlightServiceServer<S> as NamedService>::NAME;
-}
-
-impl<S: FlightService> Service<http::Request<Body>> for Direct<S> {
+impl Service<http::Request<Body>> for Direct {
     type Response = http::Response<Body>;
     type Error = Infallible;
     type Future = BoxFuture<Self::Response, Self::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        <FlightServiceServer<S> as Service<http::Request<Body>>>::poll_ready(&mut self.inner, cx)
+        <FlightServiceServer<FlightService> as Service<http::Request<Body>>>::poll_ready(
+            &mut self.inner,
+            cx,
+        )
     }
 
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
@@ -82,8 +79,8 @@ impl<S: FlightService> Service<http::Request<Body>> for Direct<S> {
     }
 }
 
-async fn do_get<S: FlightService>(
-    service: std::sync::Arc<S>,
+async fn do_get(
+    service: FlightService,
     req: http::Request<Body>,
 ) -> Result<http::Response<Body>, Status> {
     let (parts, body) = req.into_parts();
@@ -100,16 +97,14 @@ async fn do_get<S: FlightService>(
         .map_err(|e| Status::invalid_argument(format!("reading the DoGet request: {e}")))?
         .to_bytes();
     let ticket = decode_unary::<Ticket>(&bytes)?;
-    let response = service
-        .do_get(Request::from_http(http::Request::from_parts(parts, ticket)))
+    let stream = service
+        .messages(Request::from_http(http::Request::from_parts(parts, ticket)))
         .await?;
-    let (metadata, stream, _) = response.into_parts();
     let mut http = http::Response::new(Body::new(Messages {
-        stream: Box::pin(stream),
+        stream,
         pending: VecDeque::new(),
         done: false,
     }));
-    *http.headers_mut() = metadata.into_headers();
     http.headers_mut().insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/grpc"),
@@ -118,7 +113,7 @@ async fn do_get<S: FlightService>(
 }
 
 /// Decodes the one length-prefixed, uncompressed message of a unary gRPC request.
-fn decode_unary<M: Message + Default>(bytes: &[u8]) -> Result<M, Status> {
+fn decode_unary<M: ProstMessage + Default>(bytes: &[u8]) -> Result<M, Status> {
     let bad = |why: &str| Status::invalid_argument(format!("malformed DoGet request: {why}"));
     let (prefix, rest) = bytes
         .split_first_chunk::<5>()
@@ -135,40 +130,48 @@ fn decode_unary<M: Message + Default>(bytes: &[u8]) -> Result<M, Status> {
     M::decode(rest).map_err(|e| bad(&e.to_string()))
 }
 
-/// The gRPC frames of one `FlightData`: the prefix (frame header, every field but the body,
-/// the body's key and length), then the body itself, shared, when there is one.
-fn frames(mut m: FlightData) -> (Bytes, Option<Bytes>) {
-    let body = std::mem::take(&mut m.data_body);
-    let head_len = m.encoded_len();
-    let body_field = if body.is_empty() {
+/// The gRPC frame of one message as chunks: the prefix (frame header, the protobuf fields
+/// before the body, the body's key and length), then the body's chunks, shared.
+fn frames(m: Message) -> (Bytes, Vec<Bytes>) {
+    let Message {
+        header,
+        body,
+        app_metadata,
+    } = m;
+    let head = arrow_flight::FlightData {
+        data_header: header,
+        app_metadata,
+        ..Default::default()
+    };
+    let head_len = head.encoded_len();
+    let body_len: usize = body.iter().map(Bytes::len).sum();
+    let body_field = if body_len == 0 {
         0
     } else {
         prost::encoding::key_len(DATA_BODY)
-            + prost::encoding::encoded_len_varint(body.len() as u64)
-            + body.len()
+            + prost::encoding::encoded_len_varint(body_len as u64)
+            + body_len
     };
     let total = head_len + body_field;
     let mut prefix = BytesMut::with_capacity(5 + head_len + 16);
     prefix.put_u8(0);
     prefix.put_u32(u32::try_from(total).unwrap_or(u32::MAX));
-    m.encode_raw(&mut prefix);
-    if body.is_empty() {
-        return (prefix.freeze(), None);
+    head.encode_raw(&mut prefix);
+    if body_len == 0 {
+        return (prefix.freeze(), Vec::new());
     }
     prost::encoding::encode_key(
         DATA_BODY,
         prost::encoding::WireType::LengthDelimited,
         &mut prefix,
     );
-    prost::encoding::encode_varint(body.len() as u64, &mut prefix);
-    (prefix.freeze(), Some(body))
+    prost::encoding::encode_varint(body_len as u64, &mut prefix);
+    (prefix.freeze(), body)
 }
-
-type FlightStream = Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + Send>>;
 
 /// The response body: each message as its frames, then the trailers with the final status.
 struct Messages {
-    stream: FlightStream,
+    stream: MessageStream,
     pending: VecDeque<Bytes>,
     done: bool,
 }
@@ -215,7 +218,7 @@ mod tests {
     use super::*;
 
     /// What tonic's codec sends for a message: the 5-byte prefix, then the protobuf.
-    fn tonic_frame<M: Message>(m: &M) -> Vec<u8> {
+    fn tonic_frame<M: ProstMessage>(m: &M) -> Vec<u8> {
         let pb = m.encode_to_vec();
         let mut out = vec![0u8];
         out.extend_from_slice(&(pb.len() as u32).to_be_bytes());
@@ -223,12 +226,10 @@ mod tests {
         out
     }
 
-    fn ours(m: &FlightData) -> Vec<u8> {
+    fn ours(m: &Message) -> Vec<u8> {
         let (prefix, body) = frames(m.clone());
         let mut out = prefix.to_vec();
-        if let Some(b) = body {
-            out.extend_from_slice(&b);
-        }
+        body.iter().for_each(|b| out.extend_from_slice(b));
         out
     }
 
@@ -236,39 +237,36 @@ mod tests {
     fn frames_are_the_bytes_tonic_sends() {
         let big = Bytes::from((0..70_000u32).map(|i| i as u8).collect::<Vec<_>>());
         let cases = [
-            FlightData::default(),
-            FlightData {
-                data_header: Bytes::from_static(b"header"),
-                ..Default::default()
-            },
-            FlightData {
-                data_header: Bytes::from_static(b"h"),
+            Message::default(),
+            Message::new(Bytes::from_static(b"header"), Bytes::new()),
+            Message {
+                header: Bytes::from_static(b"h"),
+                body: vec![big.clone()],
                 app_metadata: Bytes::from_static(b"{\"epoch\":0}"),
-                data_body: big.clone(),
-                ..Default::default()
             },
-            FlightData {
-                flight_descriptor: Some(arrow_flight::FlightDescriptor::new_path(vec!["a".into()])),
-                data_header: Bytes::from(vec![7u8; 300]),
-                data_body: big.slice(..127),
-                ..Default::default()
+            Message {
+                header: Bytes::from(vec![7u8; 300]),
+                body: vec![big.slice(..127), big.slice(200..64_000), big.slice(9..17)],
+                app_metadata: Bytes::new(),
             },
         ];
         for m in &cases {
-            assert_eq!(ours(m), tonic_frame(m), "{m:?}");
+            assert_eq!(ours(m), tonic_frame(&m.to_flight_data()), "{m:?}");
         }
     }
 
     #[test]
-    fn the_body_goes_out_as_the_same_bytes_not_a_copy() {
-        let body = Bytes::from(vec![1u8; 4096]);
-        let m = FlightData {
-            data_header: Bytes::from_static(b"h"),
-            data_body: body.clone(),
-            ..Default::default()
+    fn body_chunks_go_out_as_the_same_bytes_not_copies() {
+        let a = Bytes::from(vec![1u8; 4096]);
+        let b = Bytes::from(vec![2u8; 8192]);
+        let m = Message {
+            header: Bytes::from_static(b"h"),
+            body: vec![a.clone(), b.clone()],
+            app_metadata: Bytes::new(),
         };
         let (_, sent) = frames(m);
-        assert_eq!(sent.expect("a body").as_ptr(), body.as_ptr());
+        let ptrs: Vec<_> = sent.iter().map(|c| c.as_ptr()).collect();
+        assert_eq!(ptrs, [a.as_ptr(), b.as_ptr()]);
     }
 
     #[test]
