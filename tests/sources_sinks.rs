@@ -105,6 +105,152 @@ fn arrow_ipc_file_and_stream_formats() {
     }
 }
 
+/// An IPC file of `n` batches of 100 rows: ids, a nullable text column and a dictionary
+/// column, so the mapped reader decodes dictionaries and validity bitmaps too.
+fn write_ipc_with_dictionary(path: &Path, n: i64) -> Vec<RecordBatch> {
+    use arrow::array::{DictionaryArray, StringArray};
+    use arrow::datatypes::Int32Type;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("text", DataType::Utf8, true),
+        Field::new(
+            "kind",
+            DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
+            false,
+        ),
+    ]));
+    let batches: Vec<RecordBatch> = (0..n)
+        .map(|b| {
+            let ids: Vec<i64> = (b * 100..b * 100 + 100).collect();
+            let text: StringArray = ids
+                .iter()
+                .map(|i| (i % 7 != 3).then(|| text_for(*i)))
+                .collect();
+            // One dictionary for the whole file, as the file format requires.
+            let keys = Int32Array::from_iter_values(ids.iter().map(|i| (*i % 3) as i32));
+            let values = Arc::new(StringArray::from(vec!["anchor", "positive", "négative"]));
+            let kind = DictionaryArray::<Int32Type>::try_new(keys, values).unwrap();
+            RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(Int64Array::from(ids)) as ArrayRef,
+                    Arc::new(text),
+                    Arc::new(kind),
+                ],
+            )
+            .unwrap()
+        })
+        .collect();
+    let mut w =
+        arrow::ipc::writer::FileWriter::try_new(File::create(path).unwrap(), &schema).unwrap();
+    batches.iter().for_each(|b| w.write(b).unwrap());
+    w.finish().unwrap();
+    batches
+}
+
+#[test]
+fn arrow_ipc_files_read_the_same_mapped_or_not_whole_or_sharded() {
+    let d = tmp();
+    let file = d.path().join("docs.arrow");
+    let written = write_ipc_with_dictionary(&file, 7);
+    let read = |tag: &str, extra: &str| -> Vec<RecordBatch> {
+        let out = d.path().join(format!("out-{tag}"));
+        let yaml = format!(
+            "version: 1\nsources:\n  docs:\n    type: arrow_ipc\n    path: {}\n    batch_rows: 64\n{extra}{}",
+            file.display(),
+            sink(&out, "")
+        );
+        run(&yaml).unwrap();
+        read_output(&out)
+    };
+    let cast = |bs: &[RecordBatch]| -> Vec<Vec<String>> {
+        // Parquet stores the dictionary column as it likes; compare values as text.
+        bs.iter()
+            .flat_map(|b| {
+                (0..b.num_rows()).map(move |r| {
+                    b.columns()
+                        .iter()
+                        .map(|c| arrow::util::display::array_value_to_string(c, r).unwrap())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect()
+    };
+    let want = cast(&written);
+    assert_eq!(want.len(), 700);
+    assert_eq!(cast(&read("mapped", "")), want);
+    assert_eq!(cast(&read("read", "    memory_map: false\n")), want);
+    for mm in ["true", "false"] {
+        let mut all = Vec::new();
+        for index in 0..2 {
+            let got = cast(&read(
+                &format!("shard{index}-{mm}"),
+                &format!("    memory_map: {mm}\n    shard: {{index: {index}, count: 2}}\n"),
+            ));
+            // IPC record batches are the unit: shard i holds batches i, i + 2, ...
+            let mine: Vec<Vec<String>> = want
+                .chunks(100)
+                .enumerate()
+                .filter(|(b, _)| b % 2 == index)
+                .flat_map(|(_, rows)| rows.to_vec())
+                .collect();
+            assert_eq!(got, mine, "shard {index}, memory_map {mm}");
+            all.extend(got);
+        }
+        all.sort();
+        let mut sorted = want.clone();
+        sorted.sort();
+        assert_eq!(all, sorted, "memory_map {mm}");
+    }
+}
+
+#[test]
+fn damaged_arrow_ipc_files_are_errors_naming_the_file_not_crashes() {
+    let d = tmp();
+    let good = d.path().join("good.arrow");
+    write_ipc_with_dictionary(&good, 3);
+    let bytes = std::fs::read(&good).unwrap();
+    let try_read = |name: &str, data: &[u8], mm: bool| -> String {
+        let path = d.path().join(name);
+        std::fs::write(&path, data).unwrap();
+        let out = d.path().join(format!("out-{name}-{mm}"));
+        let yaml = format!(
+            "version: 1\nsources:\n  docs:\n    type: arrow_ipc\n    path: {}\n    memory_map: {mm}\n{}",
+            path.display(),
+            sink(&out, "")
+        );
+        let e = run(&yaml).expect_err(name).to_string();
+        assert!(e.contains(&path.display().to_string()), "{name}: {e}");
+        e
+    };
+    for mm in [true, false] {
+        // Cut in the middle: the footer is gone.
+        let e = try_read("cut.arrow", &bytes[..bytes.len() / 2], mm);
+        assert!(e.contains("not a readable Arrow IPC file"), "{e}");
+        // Only the magic and a trailer claiming a footer longer than the file.
+        let mut tiny = b"ARROW1\0\0".to_vec();
+        tiny.extend_from_slice(&1_000_000i32.to_le_bytes());
+        tiny.extend_from_slice(b"ARROW1");
+        let e = try_read("tiny.arrow", &tiny, mm);
+        assert!(e.contains("not a readable Arrow IPC file"), "{e}");
+    }
+    // A record batch block pointing past the end: the footer's first block offset, rewritten.
+    let footer_len =
+        i32::from_le_bytes(bytes[bytes.len() - 10..bytes.len() - 6].try_into().unwrap()) as usize;
+    let footer_start = bytes.len() - 10 - footer_len;
+    let footer = arrow::ipc::root_as_footer(&bytes[footer_start..bytes.len() - 10]).unwrap();
+    let first = footer.recordBatches().unwrap().get(0).offset();
+    let at = footer_start
+        + bytes[footer_start..bytes.len() - 10]
+            .windows(8)
+            .position(|w| w == first.to_le_bytes())
+            .expect("the block offset is in the footer");
+    let mut moved = bytes.clone();
+    moved[at..at + 8].copy_from_slice(&(1i64 << 40).to_le_bytes());
+    let e = try_read("moved.arrow", &moved, true);
+    assert!(e.contains("lies outside the file"), "{e}");
+}
+
 #[test]
 fn shards_roll_by_bytes_and_hold_every_row() {
     let d = tmp();

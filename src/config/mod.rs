@@ -174,6 +174,13 @@ pub struct ArrowIpcSourceConfig {
     /// Read only one shard of the input (IPC record batches are the unit).
     #[serde(default)]
     pub shard: Option<ShardConfig>,
+    /// Map files in the IPC file format into memory and decode record batches in place (no
+    /// copy, and batches of other shards are never read). The file must not be truncated or
+    /// rewritten while it is read: a mapped file that shrinks stops the process with SIGBUS.
+    /// `false` reads it into memory batch by batch instead. Files in the stream format are
+    /// always read.
+    #[serde(default = "default_true")]
+    pub memory_map: bool,
     /// Capacity in batches of this source's output channel(s); default `runtime.channel_capacity`.
     #[serde(default)]
     pub buffer: Option<usize>,

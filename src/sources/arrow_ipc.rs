@@ -8,8 +8,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use arrow::buffer::Buffer;
 use arrow::datatypes::SchemaRef;
-use arrow::ipc::reader::{FileReader, StreamReader};
+use arrow::ipc::convert::try_fb_to_schema;
+use arrow::ipc::reader::{FileDecoder, FileReader, StreamReader, read_footer_length};
+use arrow::ipc::{Block, root_as_footer};
 use arrow::record_batch::RecordBatch;
 use futures::StreamExt;
 
@@ -23,14 +26,21 @@ use crate::stream::BatchStream;
 
 enum Reader {
     File(FileReader<BufReader<File>>),
+    Mapped(MappedFile),
     Stream(StreamReader<BufReader<File>>),
 }
 
 impl Reader {
-    fn open(path: &Path) -> std::result::Result<Reader, String> {
+    /// Opens an IPC file (mapped into memory when `memory_map`) or stream.
+    fn open(path: &Path, memory_map: bool) -> std::result::Result<Reader, String> {
         let mut f = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
         let mut magic = [0u8; 6];
         let is_file = f.read_exact(&mut magic).is_ok() && &magic == b"ARROW1";
+        if is_file && memory_map {
+            return MappedFile::open(&f)
+                .map(Reader::Mapped)
+                .map_err(|e| format!("not a readable Arrow IPC file: {e}"));
+        }
         drop(f);
         let f = BufReader::new(File::open(path).map_err(|e| format!("cannot open: {e}"))?);
         if is_file {
@@ -47,15 +57,130 @@ impl Reader {
     fn schema(&self) -> SchemaRef {
         match self {
             Reader::File(r) => r.schema(),
+            Reader::Mapped(r) => r.schema.clone(),
             Reader::Stream(r) => r.schema(),
         }
     }
 
-    fn next(&mut self) -> Option<arrow::error::Result<RecordBatch>> {
+    /// The next record batch's row count and, with `decode`, the batch. Without `decode` (a
+    /// batch another shard takes) a mapped file reads only the batch's metadata.
+    fn next(&mut self, decode: bool) -> Option<arrow::error::Result<(u64, Option<RecordBatch>)>> {
+        let read = |b: arrow::error::Result<RecordBatch>| b.map(|b| (b.num_rows() as u64, Some(b)));
         match self {
-            Reader::File(r) => r.next(),
-            Reader::Stream(r) => r.next(),
+            Reader::File(r) => r.next().map(read),
+            Reader::Mapped(r) => r.next(decode),
+            Reader::Stream(r) => r.next().map(read),
         }
+    }
+}
+
+/// An IPC file mapped into memory. Record batches are decoded in place: their buffers point
+/// into the mapping (the page cache), so nothing is copied or zero-filled on the way, and a
+/// batch another shard takes is never touched.
+struct MappedFile {
+    data: Buffer,
+    decoder: FileDecoder,
+    blocks: Vec<Block>,
+    next: usize,
+    schema: SchemaRef,
+}
+
+impl MappedFile {
+    fn open(f: &File) -> std::result::Result<MappedFile, String> {
+        // SAFETY: the mapping is read-only. Like every reader of a memory-mapped file, it
+        // relies on the file not being truncated while it is read (`memory_map: false` reads
+        // it with `read` instead); the documentation of the option says so.
+        let map = unsafe { memmap2::Mmap::map(f) }.map_err(|e| format!("cannot map: {e}"))?;
+        let _ = map.advise(memmap2::Advice::Sequential);
+        let data = Buffer::from(bytes::Bytes::from_owner(map));
+        let len = data.len();
+        if len < 6 + 10 {
+            return Err(format!("{len} bytes is too short for the file format"));
+        }
+        let trailer: [u8; 10] = data[len - 10..].try_into().expect("ten bytes");
+        let footer_len = read_footer_length(trailer).map_err(|e| e.to_string())?;
+        let footer_start = (len - 10)
+            .checked_sub(footer_len)
+            .filter(|s| *s >= 8)
+            .ok_or_else(|| format!("footer of {footer_len} bytes does not fit in {len} bytes"))?;
+        let footer = root_as_footer(&data[footer_start..len - 10])
+            .map_err(|e| format!("unreadable footer: {e}"))?;
+        let schema = footer
+            .schema()
+            .ok_or("the footer has no schema")
+            .and_then(|s| try_fb_to_schema(s).map_err(|_| "the footer's schema is invalid"))
+            .map_err(str::to_string)?;
+        let schema = Arc::new(schema);
+        let block = |b: &Block, what: &str| -> std::result::Result<Buffer, String> {
+            let at = usize::try_from(b.offset()).ok();
+            let n = usize::try_from(b.metaDataLength())
+                .ok()
+                .zip(usize::try_from(b.bodyLength()).ok())
+                .and_then(|(m, b)| m.checked_add(b));
+            match (at, n) {
+                (Some(at), Some(n)) if at.checked_add(n).is_some_and(|end| end <= footer_start) => {
+                    Ok(data.slice_with_length(at, n))
+                }
+                _ => Err(format!(
+                    "{what} block at offset {} ({} + {} bytes) lies outside the file's {len} bytes",
+                    b.offset(),
+                    b.metaDataLength(),
+                    b.bodyLength()
+                )),
+            }
+        };
+        let mut decoder = FileDecoder::new(schema.clone(), footer.version());
+        for b in footer.dictionaries().iter().flatten() {
+            decoder
+                .read_dictionary(b, &block(b, "dictionary")?)
+                .map_err(|e| format!("dictionary: {e}"))?;
+        }
+        let blocks: Vec<Block> = footer
+            .recordBatches()
+            .map(|bs| bs.iter().copied().collect())
+            .unwrap_or_default();
+        for b in &blocks {
+            block(b, "record batch")?;
+        }
+        Ok(MappedFile {
+            data,
+            decoder,
+            blocks,
+            next: 0,
+            schema,
+        })
+    }
+
+    fn next(&mut self, decode: bool) -> Option<arrow::error::Result<(u64, Option<RecordBatch>)>> {
+        use arrow::error::ArrowError;
+        let b = *self.blocks.get(self.next)?;
+        self.next += 1;
+        // The bounds were checked at open.
+        let at = b.offset() as usize;
+        let meta = b.metaDataLength() as usize;
+        let buf = self
+            .data
+            .slice_with_length(at, meta + b.bodyLength() as usize);
+        if !decode {
+            // An encapsulated message: optional continuation marker, length, flatbuffer.
+            let fb = match buf.get(..4) {
+                Some([0xff, 0xff, 0xff, 0xff]) => buf.get(8..meta),
+                _ => buf.get(4..meta),
+            };
+            return Some(
+                fb.and_then(|fb| arrow::ipc::root_as_message(fb).ok())
+                    .and_then(|m| m.header_as_record_batch())
+                    .map(|r| (r.length() as u64, None))
+                    .ok_or_else(|| ArrowError::IpcError("unreadable record batch metadata".into())),
+            );
+        }
+        Some(match self.decoder.read_record_batch(&b, &buf) {
+            Ok(Some(batch)) => Ok((batch.num_rows() as u64, Some(batch))),
+            Ok(None) => Err(ArrowError::IpcError(
+                "a record batch block holds no record batch".into(),
+            )),
+            Err(e) => Err(e),
+        })
     }
 }
 
@@ -69,7 +194,7 @@ pub fn plan(cfg: &ArrowIpcSourceConfig) -> std::result::Result<SourcePlan, Vec<P
     super::parquet::check_common(cfg.batch_rows, cfg.shard.as_ref(), &mut problems);
     let mut schema: Option<SchemaRef> = None;
     for f in &files {
-        let r = match Reader::open(f) {
+        let r = match Reader::open(f, cfg.memory_map) {
             Ok(r) => r,
             Err(e) => {
                 problems.push((vec!["path".into()], format!("{}: {e}", f.display())));
@@ -129,22 +254,22 @@ fn read_all(
             path: path.clone(),
             message: m,
         };
-        let mut reader = Reader::open(path).map_err(input_err)?;
+        let mut reader = Reader::open(path, cfg.memory_map).map_err(input_err)?;
         let (indices, _) = project(&reader.schema(), cfg.columns.as_deref(), &cfg.rename)
             .map_err(|ps| input_err(ps.into_iter().map(|p| p.1).collect::<Vec<_>>().join("; ")))?;
         let mut row = 0u64;
         let mut index = 0u64;
         let mut t = Instant::now();
-        while let Some(b) = reader.next() {
-            let b =
-                b.map_err(|e| input_err(format!("record batch {index} (from row {row}): {e}")))?;
-            let n = b.num_rows() as u64;
+        loop {
             let take = cfg
                 .shard
                 .is_none_or(|s| unit % s.count as u64 == s.index as u64);
+            let Some(b) = reader.next(take) else { break };
+            let (n, b) =
+                b.map_err(|e| input_err(format!("record batch {index} (from row {row}): {e}")))?;
             unit += 1;
             index += 1;
-            if take {
+            if let (true, Some(b)) = (take, b) {
                 let b =
                     relabel(&b, &indices, &plan.schema).map_err(|e| input_err(e.to_string()))?;
                 let mut off = 0;

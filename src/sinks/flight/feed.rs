@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use arrow::datatypes::{Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
-use arrow_flight::FlightData;
 use futures::StreamExt;
 use prost::bytes::Bytes;
 use rand::SeedableRng;
@@ -18,7 +17,7 @@ use rand_chacha::ChaCha8Rng;
 use tokio::sync::{mpsc, watch};
 
 use super::Epochs;
-use super::encoded::{BatchEncoder, EncodedBatch};
+use super::encoded::{BatchEncoder, EncodedBatch, Message};
 use super::spool::{Payload, ReplayAs, Spool};
 use crate::error::{Error, Result};
 use crate::runtime::ShutdownSignal;
@@ -122,7 +121,7 @@ impl Served {
 
     /// The Flight messages to send: the batch's dictionaries, then the batch carrying the
     /// metadata `{"epoch": e, "seq": s, "index": i, "rows": r}`.
-    pub(crate) fn messages(&self) -> Vec<FlightData> {
+    pub(crate) fn messages(&self) -> Vec<Message> {
         let meta = serde_json::json!({
             "epoch": self.epoch,
             "seq": self.seq,

@@ -48,6 +48,7 @@
 //! are refused with a gRPC status naming the problem; the server keeps serving the other
 //! ranks. A port already in use is reported when the sink is prepared, before anything runs.
 
+mod direct;
 mod encoded;
 mod feed;
 mod server;

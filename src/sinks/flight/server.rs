@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use arrow::datatypes::Schema;
 use arrow::ipc::writer::IpcWriteOptions;
-use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
+use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::{
     Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo,
     HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaAsIpc, SchemaResult,
@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::encoded::BatchEncoder;
+use super::encoded::{BatchEncoder, Message};
 use super::feed::{FeedSettings, FeedStatus, Item, Outlet, Served, rank_counts, run_feed};
 use super::{FlightSinkConfig, Prepared};
 use crate::error::{Error, Result};
@@ -538,7 +538,7 @@ fn end_marker(
     kind: &str,
     epoch: u64,
     rank: u32,
-) -> Vec<std::result::Result<FlightData, Status>> {
+) -> Vec<std::result::Result<Message, Status>> {
     let empty = arrow::record_batch::RecordBatch::new_empty(schema.clone());
     match BatchEncoder::new().encode(&empty) {
         Ok(enc) => {
@@ -557,7 +557,11 @@ fn end_marker(
 type FlightStream<T> = Pin<Box<dyn Stream<Item = std::result::Result<T, Status>> + Send>>;
 
 /// The service handed to tonic.
-struct Service(Arc<Shared>);
+#[derive(Clone)]
+pub(crate) struct Service(Arc<Shared>);
+
+/// The messages of a `DoGet` stream.
+pub(crate) type MessageStream = FlightStream<Message>;
 
 impl Service {
     async fn schema(&self) -> Arc<Schema> {
@@ -567,97 +571,13 @@ impl Service {
             .and_then(|s| s.schema.clone())
             .unwrap_or_else(|| Arc::new(Schema::empty()))
     }
-}
 
-#[tonic::async_trait]
-impl FlightService for Service {
-    type HandshakeStream = FlightStream<HandshakeResponse>;
-    type ListFlightsStream = FlightStream<FlightInfo>;
-    type DoGetStream = FlightStream<FlightData>;
-    type DoPutStream = FlightStream<PutResult>;
-    type DoExchangeStream = FlightStream<FlightData>;
-    type DoActionStream = FlightStream<arrow_flight::Result>;
-    type ListActionsStream = FlightStream<ActionType>;
-
-    async fn handshake(
-        &self,
-        req: Request<Streaming<HandshakeRequest>>,
-    ) -> std::result::Result<Response<Self::HandshakeStream>, Status> {
-        self.0.check_auth(&req)?;
-        let out = futures::stream::iter(vec![Ok(HandshakeResponse {
-            protocol_version: 0,
-            payload: Default::default(),
-        })]);
-        Ok(Response::new(Box::pin(out)))
-    }
-
-    async fn list_flights(
-        &self,
-        req: Request<Criteria>,
-    ) -> std::result::Result<Response<Self::ListFlightsStream>, Status> {
-        self.0.check_auth(&req)?;
-        self.schema().await;
-        let info = self.0.flight_info(None, 0);
-        Ok(Response::new(Box::pin(futures::stream::iter(vec![Ok(
-            info,
-        )]))))
-    }
-
-    async fn get_flight_info(
-        &self,
-        req: Request<FlightDescriptor>,
-    ) -> std::result::Result<Response<FlightInfo>, Status> {
-        self.0.check_auth(&req)?;
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct Query {
-            #[serde(default)]
-            world_size: Option<u32>,
-            #[serde(default)]
-            epoch: u64,
-        }
-        let d = req.into_inner();
-        let q = if d.cmd.is_empty() {
-            Query {
-                world_size: None,
-                epoch: 0,
-            }
-        } else {
-            serde_json::from_slice::<Query>(&d.cmd).map_err(|e| {
-                Status::invalid_argument(format!(
-                    "malformed descriptor command: {e}; expected JSON like {{\"world_size\": 2, \"epoch\": 0}}"
-                ))
-            })?
-        };
-        if q.world_size == Some(0) {
-            return Err(Status::invalid_argument("world_size must be at least 1"));
-        }
-        self.schema().await;
-        Ok(Response::new(self.0.flight_info(q.world_size, q.epoch)))
-    }
-
-    async fn poll_flight_info(
-        &self,
-        _req: Request<FlightDescriptor>,
-    ) -> std::result::Result<Response<PollInfo>, Status> {
-        Err(Status::unimplemented("use GetFlightInfo"))
-    }
-
-    async fn get_schema(
-        &self,
-        req: Request<FlightDescriptor>,
-    ) -> std::result::Result<Response<SchemaResult>, Status> {
-        self.0.check_auth(&req)?;
-        let schema = self.schema().await;
-        let r = SchemaResult::try_from(SchemaAsIpc::new(&schema, &IpcWriteOptions::default()))
-            .map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(r))
-    }
-
-    async fn do_get(
+    /// The `DoGet` stream for a ticket: the schema, then the rank's batches of the epoch (a
+    /// replay first when resuming), then the end marker; or why the ticket is refused.
+    pub(crate) async fn messages(
         &self,
         req: Request<arrow_flight::Ticket>,
-    ) -> std::result::Result<Response<Self::DoGetStream>, Status> {
+    ) -> std::result::Result<MessageStream, Status> {
         self.0.check_auth(&req)?;
         let peer = req
             .remote_addr()
@@ -750,7 +670,105 @@ impl FlightService for Service {
                 }
             }
         };
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Box::pin(stream))
+    }
+}
+
+#[tonic::async_trait]
+impl FlightService for Service {
+    type HandshakeStream = FlightStream<HandshakeResponse>;
+    type ListFlightsStream = FlightStream<FlightInfo>;
+    type DoGetStream = FlightStream<FlightData>;
+    type DoPutStream = FlightStream<PutResult>;
+    type DoExchangeStream = FlightStream<FlightData>;
+    type DoActionStream = FlightStream<arrow_flight::Result>;
+    type ListActionsStream = FlightStream<ActionType>;
+
+    async fn handshake(
+        &self,
+        req: Request<Streaming<HandshakeRequest>>,
+    ) -> std::result::Result<Response<Self::HandshakeStream>, Status> {
+        self.0.check_auth(&req)?;
+        let out = futures::stream::iter(vec![Ok(HandshakeResponse {
+            protocol_version: 0,
+            payload: Default::default(),
+        })]);
+        Ok(Response::new(Box::pin(out)))
+    }
+
+    async fn list_flights(
+        &self,
+        req: Request<Criteria>,
+    ) -> std::result::Result<Response<Self::ListFlightsStream>, Status> {
+        self.0.check_auth(&req)?;
+        self.schema().await;
+        let info = self.0.flight_info(None, 0);
+        Ok(Response::new(Box::pin(futures::stream::iter(vec![Ok(
+            info,
+        )]))))
+    }
+
+    async fn get_flight_info(
+        &self,
+        req: Request<FlightDescriptor>,
+    ) -> std::result::Result<Response<FlightInfo>, Status> {
+        self.0.check_auth(&req)?;
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Query {
+            #[serde(default)]
+            world_size: Option<u32>,
+            #[serde(default)]
+            epoch: u64,
+        }
+        let d = req.into_inner();
+        let q = if d.cmd.is_empty() {
+            Query {
+                world_size: None,
+                epoch: 0,
+            }
+        } else {
+            serde_json::from_slice::<Query>(&d.cmd).map_err(|e| {
+                Status::invalid_argument(format!(
+                    "malformed descriptor command: {e}; expected JSON like {{\"world_size\": 2, \"epoch\": 0}}"
+                ))
+            })?
+        };
+        if q.world_size == Some(0) {
+            return Err(Status::invalid_argument("world_size must be at least 1"));
+        }
+        self.schema().await;
+        Ok(Response::new(self.0.flight_info(q.world_size, q.epoch)))
+    }
+
+    async fn poll_flight_info(
+        &self,
+        _req: Request<FlightDescriptor>,
+    ) -> std::result::Result<Response<PollInfo>, Status> {
+        Err(Status::unimplemented("use GetFlightInfo"))
+    }
+
+    async fn get_schema(
+        &self,
+        req: Request<FlightDescriptor>,
+    ) -> std::result::Result<Response<SchemaResult>, Status> {
+        self.0.check_auth(&req)?;
+        let schema = self.schema().await;
+        let r = SchemaResult::try_from(SchemaAsIpc::new(&schema, &IpcWriteOptions::default()))
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(r))
+    }
+
+    /// `DoGet` through tonic's encoder (the server answers `DoGet` with [`Service::messages`]
+    /// directly; this serves the same stream to any other caller of the trait).
+    async fn do_get(
+        &self,
+        req: Request<arrow_flight::Ticket>,
+    ) -> std::result::Result<Response<Self::DoGetStream>, Status> {
+        let s = self.messages(req).await?;
+        Ok(Response::new(Box::pin(
+            s.map(|m| m.map(|m| m.to_flight_data())),
+        )))
     }
 
     async fn do_put(
@@ -831,7 +849,7 @@ pub(crate) async fn serve(
         .with_nodelay(Some(true))
         .map(move |r| r.map(|io| Tracked::new(io, counter.clone())));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let svc = FlightServiceServer::new(Service(shared.clone()));
+    let svc = super::direct::Direct::new(Service(shared.clone()));
     let server = crate::runtime::spawn::spawn(
         tonic::transport::Server::builder()
             .initial_stream_window_size(Some(4 << 20))

@@ -16,11 +16,10 @@ use arrow::datatypes::Schema;
 use arrow::ipc::reader::StreamDecoder;
 use arrow::ipc::writer::{EncodedData, write_message};
 use arrow::record_batch::RecordBatch;
-use arrow_flight::FlightData;
 use prost::bytes::Bytes;
 use tokio::sync::mpsc;
 
-use super::encoded::{BatchEncoder, EncodedBatch};
+use super::encoded::{BatchEncoder, EncodedBatch, Message};
 use crate::error::{Error, Result};
 
 /// The continuation marker that starts every message of an IPC stream.
@@ -192,20 +191,20 @@ impl Spool {
         let mut parts = Vec::with_capacity(b.messages().len());
         let mut at = 0usize;
         for m in b.messages() {
-            if m.data_body.len() % 8 != 0 {
+            let body_len = m.body_len();
+            if body_len % 8 != 0 {
                 return Err(Error::Other(format!(
-                    "spooling a batch: a message body of {} bytes is not padded to 8 bytes",
-                    m.data_body.len()
+                    "spooling a batch: a message body of {body_len} bytes is not padded to 8 bytes"
                 )));
             }
-            let padded = padded_header_len(m.data_header.len());
+            let padded = padded_header_len(m.header.len());
             parts.push(Part {
                 header: at + 8,
-                header_len: m.data_header.len(),
+                header_len: m.header.len(),
                 body: at + 8 + padded,
-                body_len: m.data_body.len(),
+                body_len,
             });
-            at += 8 + padded + m.data_body.len();
+            at += 8 + padded + body_len;
         }
         self.entries.push(Entry {
             offset: self.end,
@@ -233,7 +232,7 @@ impl Spool {
         write_message(
             &mut framed,
             EncodedData {
-                ipc_message: s.data_header.to_vec(),
+                ipc_message: s.header.to_vec(),
                 arrow_data: Vec::new(),
             },
             enc.options(),
@@ -365,14 +364,14 @@ fn padded_header_len(len: usize) -> usize {
 
 /// Writes one message in IPC stream framing: continuation marker, padded header length,
 /// header, padding, body.
-fn write_framed(w: &mut impl Write, m: &FlightData) -> std::io::Result<()> {
-    let padded = padded_header_len(m.data_header.len());
+fn write_framed(w: &mut impl Write, m: &Message) -> std::io::Result<()> {
+    let padded = padded_header_len(m.header.len());
     let len = i32::try_from(padded).map_err(std::io::Error::other)?;
     w.write_all(&CONTINUATION)?;
     w.write_all(&len.to_le_bytes())?;
-    w.write_all(&m.data_header)?;
-    w.write_all(&[0u8; 8][..padded - m.data_header.len()])?;
-    w.write_all(&m.data_body)
+    w.write_all(&m.header)?;
+    w.write_all(&[0u8; 8][..padded - m.header.len()])?;
+    m.body.iter().try_for_each(|c| w.write_all(c))
 }
 
 /// Reads `len` bytes at `offset` into a buffer of `pool` (not zeroed first).
@@ -401,10 +400,11 @@ fn read_exact_at(
 fn to_encoded(bytes: &Bytes, rows: usize, parts: &[Part]) -> EncodedBatch {
     let messages = parts
         .iter()
-        .map(|p| FlightData {
-            data_header: bytes.slice(p.header..p.header + p.header_len),
-            data_body: bytes.slice(p.body..p.body + p.body_len),
-            ..Default::default()
+        .map(|p| {
+            Message::new(
+                bytes.slice(p.header..p.header + p.header_len),
+                bytes.slice(p.body..p.body + p.body_len),
+            )
         })
         .collect();
     EncodedBatch::new(messages, rows)
@@ -526,8 +526,12 @@ mod tests {
             assert_eq!(e.rows(), want.rows());
             assert_eq!(e.messages().len(), want.messages().len());
             for (a, b) in e.messages().iter().zip(want.messages()) {
-                assert_eq!(a.data_header, b.data_header, "batch {i}");
-                assert_eq!(a.data_body, b.data_body, "batch {i}");
+                assert_eq!(a.header, b.header, "batch {i}");
+                assert_eq!(
+                    a.to_flight_data().data_body,
+                    b.to_flight_data().data_body,
+                    "batch {i}"
+                );
             }
         }
         drop(sp);
