@@ -78,9 +78,9 @@ impl Reader {
 /// into the mapping (the page cache), so nothing is copied or zero-filled on the way, and a
 /// batch another shard takes is never touched.
 struct MappedFile {
-    data: Buffer,
     decoder: FileDecoder,
-    blocks: Vec<Block>,
+    /// Each record batch's block and its bytes (metadata and body), checked to lie in the file.
+    blocks: Vec<(Block, Buffer)>,
     next: usize,
     schema: SchemaRef,
 }
@@ -135,15 +135,13 @@ impl MappedFile {
                 .read_dictionary(b, &block(b, "dictionary")?)
                 .map_err(|e| format!("dictionary: {e}"))?;
         }
-        let blocks: Vec<Block> = footer
+        let blocks = footer
             .recordBatches()
-            .map(|bs| bs.iter().copied().collect())
-            .unwrap_or_default();
-        for b in &blocks {
-            block(b, "record batch")?;
-        }
+            .iter()
+            .flatten()
+            .map(|b| Ok((*b, block(b, "record batch")?)))
+            .collect::<std::result::Result<Vec<_>, String>>()?;
         Ok(MappedFile {
-            data,
             decoder,
             blocks,
             next: 0,
@@ -153,14 +151,9 @@ impl MappedFile {
 
     fn next(&mut self, decode: bool) -> Option<arrow::error::Result<(u64, Option<RecordBatch>)>> {
         use arrow::error::ArrowError;
-        let b = *self.blocks.get(self.next)?;
+        let (b, buf) = self.blocks.get(self.next)?;
         self.next += 1;
-        // The bounds were checked at open.
-        let at = b.offset() as usize;
         let meta = b.metaDataLength() as usize;
-        let buf = self
-            .data
-            .slice_with_length(at, meta + b.bodyLength() as usize);
         if !decode {
             // An encapsulated message: optional continuation marker, length, flatbuffer.
             let fb = match buf.get(..4) {
@@ -174,7 +167,7 @@ impl MappedFile {
                     .ok_or_else(|| ArrowError::IpcError("unreadable record batch metadata".into())),
             );
         }
-        Some(match self.decoder.read_record_batch(&b, &buf) {
+        Some(match self.decoder.read_record_batch(b, buf) {
             Ok(Some(batch)) => Ok((batch.num_rows() as u64, Some(batch))),
             Ok(None) => Err(ArrowError::IpcError(
                 "a record batch block holds no record batch".into(),
