@@ -133,6 +133,7 @@ fn decode_unary<M: ProstMessage + Default>(bytes: &[u8]) -> Result<M, Status> {
 /// The gRPC frame of one message as chunks: the prefix (frame header, the protobuf fields
 /// before the body, the body's key and length), then the body's chunks, shared.
 fn frames(m: Message) -> (Bytes, Vec<Bytes>) {
+    let body_len = m.body_len();
     let Message {
         header,
         body,
@@ -144,7 +145,6 @@ fn frames(m: Message) -> (Bytes, Vec<Bytes>) {
         ..Default::default()
     };
     let head_len = head.encoded_len();
-    let body_len: usize = body.iter().map(Bytes::len).sum();
     let body_field = if body_len == 0 {
         0
     } else {

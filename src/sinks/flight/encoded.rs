@@ -146,7 +146,7 @@ impl BatchEncoder {
     ///
     /// # Errors
     /// When Arrow cannot encode the batch.
-    pub(crate) fn encode(&mut self, batch: &RecordBatch) -> Result<EncodedBatch, ArrowError> {
+    pub(crate) fn encode(&self, batch: &RecordBatch) -> Result<EncodedBatch, ArrowError> {
         // A fresh encoder per batch makes every batch carry its own dictionaries (it learns the
         // dictionary ids from the schema, in the order the schema message assigns them); its
         // schema message is dropped below.
@@ -313,16 +313,11 @@ mod tests {
 
     use arrow::datatypes::DataType;
 
-    /// Decodes the schema and `e`'s messages as an IPC stream.
+    /// Decodes the schema and `e`'s messages as an IPC stream, framed as the spool frames them.
     fn decode(schema: &Schema, e: &EncodedBatch) -> RecordBatch {
         let mut stream = Vec::new();
         for m in std::iter::once(BatchEncoder::new().schema(schema)).chain(e.messages().to_vec()) {
-            let padded = (m.header.len() + 8).next_multiple_of(8) - 8;
-            stream.extend_from_slice(&[0xff; 4]);
-            stream.extend_from_slice(&(padded as i32).to_le_bytes());
-            stream.extend_from_slice(&m.header);
-            stream.resize(stream.len() + padded - m.header.len(), 0);
-            m.body.iter().for_each(|c| stream.extend_from_slice(c));
+            super::super::spool::write_framed(&mut stream, &m).unwrap();
         }
         let mut got: Vec<RecordBatch> =
             arrow::ipc::reader::StreamReader::try_new(stream.as_slice(), None)
@@ -337,7 +332,7 @@ mod tests {
     fn batches_and_odd_slices_decode_to_themselves_with_arrows_own_body_bytes() {
         let whole = batch(5000);
         let schema = whole.schema();
-        let mut enc = BatchEncoder::new();
+        let enc = BatchEncoder::new();
         for (off, len) in [
             (0, 5000),
             (0, 0),

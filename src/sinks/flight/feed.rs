@@ -416,7 +416,7 @@ async fn feed_inner(
     let mut spool = (settings.epochs != Epochs::Count(1))
         .then(|| Spool::new(&settings.spool_dir, &settings.label));
     // Each batch is encoded once, for the Flight streams and the spool alike.
-    let mut encoder = BatchEncoder::new();
+    let encoder = BatchEncoder::new();
     let encode = router.wants_encoded() || spool.is_some();
     let mut rebatcher = Rebatcher::new(settings.batch_size);
     let mut ready = Vec::new();

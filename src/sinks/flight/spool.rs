@@ -364,7 +364,7 @@ fn padded_header_len(len: usize) -> usize {
 
 /// Writes one message in IPC stream framing: continuation marker, padded header length,
 /// header, padding, body.
-fn write_framed(w: &mut impl Write, m: &Message) -> std::io::Result<()> {
+pub(super) fn write_framed(w: &mut impl Write, m: &Message) -> std::io::Result<()> {
     let padded = padded_header_len(m.header.len());
     let len = i32::try_from(padded).map_err(std::io::Error::other)?;
     w.write_all(&CONTINUATION)?;
@@ -478,7 +478,7 @@ mod tests {
         label: &str,
         input: &[RecordBatch],
     ) -> (Spool, Vec<EncodedBatch>, u64) {
-        let mut enc = BatchEncoder::new();
+        let enc = BatchEncoder::new();
         let mut sp = Spool::new(dir, label);
         let mut encoded = Vec::new();
         for b in input {
